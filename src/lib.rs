@@ -1,0 +1,29 @@
+//! tradebulletin turns trade statistics into published bulletins.
+//!
+//! The pure core never awaits:
+//! - [`period`]: the period grammar (`2019-H1`, `2019-01..07`), year-ago periods, tiling.
+//! - [`region`]: the 31 provinces and the nation, by any name or GB/T 2260 code.
+//! - [`facts`]: the fact fields, their validation, and [`facts::FactSet`], which finds the
+//!   value of a series in a period, summing the periods that tile it.
+//! - [`summary`]: the regional trade summary a bulletin states.
+//! - [`narrative`]: how figures and periods are written in English and Chinese.
+//! - [`template`]: the minijinja templates that write Typst source, with escaping that keeps
+//!   data from ever becoming Typst code.
+//!
+//! I/O lives at the edges:
+//! - [`store`]: where facts come from (the embedded sample dataset or a CSV file).
+//! - [`typst`]: the typst child process.
+//! - [`render`]: summary to PDF (template, then typst).
+//! - [`settings`] and [`telemetry`]: configuration and logging, set up once.
+
+pub mod facts;
+pub mod narrative;
+pub mod period;
+pub mod region;
+pub mod render;
+pub mod settings;
+pub mod store;
+pub mod summary;
+pub mod telemetry;
+pub mod template;
+pub mod typst;

@@ -1,0 +1,171 @@
+//! The `tradebulletin` binary: parses arguments and wires the library together.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use tradebulletin::narrative::Language;
+use tradebulletin::period::Period;
+use tradebulletin::region::Region;
+use tradebulletin::render::{self, Renderer};
+use tradebulletin::settings::Settings;
+use tradebulletin::store::Store;
+use tradebulletin::summary;
+use tradebulletin::telemetry;
+use tradebulletin::typst::{Typst, TypstOptions};
+
+/// Turns trade statistics into published bulletins.
+#[derive(Debug, Parser)]
+#[command(name = "tradebulletin", version, about)]
+struct Cli {
+    /// A configuration file layered over the defaults (config/default.toml).
+    #[arg(long, global = true, env = "TRADEBULLETIN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Makes one bulletin locally, with no broker.
+    Render(RenderArgs),
+    /// Prints the computed summary of a region's trade in a period.
+    Summary(SummaryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// English or Chinese name or GB/T 2260 code: Heilongjiang, 黑龙江省, 230000.
+    #[arg(long)]
+    region: String,
+    /// 2019, 2019-H1, 2019-Q3, 2019-06 or 2019-01..07.
+    #[arg(long)]
+    period: String,
+    /// A CSV facts file to use instead of the configured data source.
+    #[arg(long, value_name = "FILE")]
+    facts: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The bulletin's language.
+    #[arg(long, default_value = "en", value_parser = parse_language)]
+    lang: Language,
+    /// Where to write the PDF.
+    #[arg(long, value_name = "FILE.pdf")]
+    out: PathBuf,
+    /// Also write the Typst source (and the library it imports, beside it).
+    #[arg(long, value_name = "FILE.typ")]
+    typst_out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SummaryArgs {
+    #[command(flatten)]
+    target: Target,
+    /// `text` states the figures as a bulletin does; `json` gives the full structure.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Text,
+}
+
+fn parse_language(text: &str) -> Result<Language, String> {
+    Language::parse(text).ok_or_else(|| format!("`{text}` is not a language: use en or zh"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(&settings.log.format, &settings.log.level);
+    match cli.command {
+        Command::Summary(args) => summary_command(&settings, args),
+        Command::Render(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(render_command(&settings, args))
+        }
+    }
+}
+
+/// Loads the facts and computes the summary the target asks for.
+fn summarise(settings: &Settings, target: &Target) -> anyhow::Result<summary::Summary> {
+    let region = Region::parse(&target.region)?;
+    let period = Period::parse(&target.period)?;
+    let store = match &target.facts {
+        Some(path) => Store::from_facts(tradebulletin::facts::FactSet::from_csv_path(path)?),
+        None => Store::open(&settings.data.source)?,
+    };
+    Ok(summary::summarise(store.facts(), region, period)?)
+}
+
+fn summary_command(settings: &Settings, args: SummaryArgs) -> anyhow::Result<ExitCode> {
+    let summary = summarise(settings, &args.target)?;
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&summary)? + "\n",
+        Format::Text => tradebulletin::template::Templates::new().summary_text(&summary, Language::En)?,
+    };
+    print_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The typst runner the settings describe.
+fn typst_runner(settings: &Settings) -> Typst {
+    Typst::new(TypstOptions {
+        binary: settings.render.typst.clone().into(),
+        latin_fonts: settings.render.latin_fonts.clone().into(),
+        cjk_fonts: settings.render.cjk_fonts.clone().into(),
+        timeout: Duration::from_secs(settings.render.timeout_secs),
+        max_concurrent: settings.compile_slots(),
+    })
+}
+
+async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let summary = summarise(settings, &args.target)?;
+    let renderer = Renderer::new(typst_runner(settings), settings.render.publisher.clone());
+    let bulletin = renderer.render(&summary, args.lang, render::issue_date()).await?;
+    write_file(&args.out, &bulletin.pdf)?;
+    if let Some(typst_out) = &args.typst_out {
+        write_file(typst_out, bulletin.source.as_bytes())?;
+        let dir = typst_out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        // The library the source imports goes beside it, so `typst compile` works by hand.
+        let (lib_name, lib_source) = tradebulletin::template::TYPST_LIBRARY;
+        write_file(&dir.join(lib_name), lib_source.as_bytes())?;
+    }
+    eprintln!("wrote {} ({} bytes)", args.out.display(), bulletin.pdf.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("while writing {}", path.display()))
+}
