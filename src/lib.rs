@@ -10,6 +10,8 @@
 //! - [`template`]: the minijinja templates that write Typst source, with escaping that keeps
 //!   data from ever becoming Typst code.
 //!
+//! - [`job`]: the request of the contract, checked at the boundary, and the error codes.
+//!
 //! I/O lives at the edges:
 //! - [`store`]: where facts come from (the embedded sample dataset or a CSV file).
 //! - [`typst`]: the typst child process.
@@ -17,6 +19,7 @@
 //! - [`settings`] and [`telemetry`]: configuration and logging, set up once.
 
 pub mod facts;
+pub mod job;
 pub mod narrative;
 pub mod period;
 pub mod region;

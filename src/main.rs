@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use tradebulletin::job::{ErrorCode, JobError};
 use tradebulletin::narrative::Language;
 use tradebulletin::period::Period;
 use tradebulletin::region::Region;
@@ -106,10 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Loads the facts and computes the summary the target asks for.
-fn summarise(settings: &Settings, target: &Target) -> anyhow::Result<summary::Summary> {
-    let region = Region::parse(&target.region)?;
-    let period = Period::parse(&target.period)?;
+/// Loads the facts and computes the summary the target asks for; errors carry the
+/// contract's error code.
+fn summarise(settings: &Settings, target: &Target) -> Result<summary::Summary, JobError> {
+    let region = Region::parse(&target.region).map_err(|e| JobError::permanent(ErrorCode::UnknownRegion, e.to_string()))?;
+    let period = Period::parse(&target.period).map_err(|e| JobError::permanent(ErrorCode::InvalidRequest, e.to_string()))?;
     let store = match &target.facts {
         Some(path) => Store::from_facts(tradebulletin::facts::FactSet::from_csv_path(path)?),
         None => Store::open(&settings.data.source)?,
@@ -128,7 +130,7 @@ fn summary_command(settings: &Settings, args: SummaryArgs) -> anyhow::Result<Exi
 }
 
 /// The typst runner the settings describe.
-fn typst_runner(settings: &Settings) -> Typst {
+fn typst_runner(settings: &Settings) -> anyhow::Result<Typst> {
     Typst::new(TypstOptions {
         binary: settings.render.typst.clone().into(),
         latin_fonts: settings.render.latin_fonts.clone().into(),
@@ -140,8 +142,11 @@ fn typst_runner(settings: &Settings) -> Typst {
 
 async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let summary = summarise(settings, &args.target)?;
-    let renderer = Renderer::new(typst_runner(settings), settings.render.publisher.clone());
-    let bulletin = renderer.render(&summary, args.lang, render::issue_date()).await?;
+    let renderer = Renderer::new(typst_runner(settings)?, settings.render.publisher.clone());
+    let bulletin = renderer
+        .render(&summary, args.lang, render::issue_date())
+        .await
+        .map_err(JobError::from)?;
     write_file(&args.out, &bulletin.pdf)?;
     if let Some(typst_out) = &args.typst_out {
         write_file(typst_out, bulletin.source.as_bytes())?;

@@ -444,7 +444,7 @@ fn no_data(facts: &FactSet, region: Region, period: Period) -> SummaryError {
         format!("the data has {region} for {}", listed.join(", "))
     };
     SummaryError::NoData(format!(
-        "no data: no trade total, exports or imports of {region} (partner World, all products) for {period}, \
+        "no trade total, exports or imports of {region} (partner World, all products) for {period}, \
          nor for finer periods that tile it; {available}"
     ))
 }

@@ -43,6 +43,12 @@ pub struct TemplateError {
 
 impl From<Error> for TemplateError {
     fn from(error: Error) -> TemplateError {
+        // An error in an included template is the source of the include's error: report the
+        // innermost one, where the fault is.
+        let mut error = &error;
+        while let Some(inner) = std::error::Error::source(error).and_then(|e| e.downcast_ref::<Error>()) {
+            error = inner;
+        }
         TemplateError {
             template: error.name().unwrap_or("?").to_string(),
             line: error.line().unwrap_or(0),
@@ -137,7 +143,11 @@ impl Templates {
 
 /// Writes a value into a template: Typst-markup-escaped in `*.typ.j2` templates.
 fn format_value(out: &mut minijinja::Output, state: &mut State, value: &Value) -> Result<(), Error> {
-    if value.is_none() || value.is_undefined() {
+    if value.is_undefined() {
+        // `{{ "x" if cond }}` with a false condition; unknown names already fail (strict).
+        return Ok(());
+    }
+    if value.is_none() {
         return Err(Error::new(
             ErrorKind::InvalidOperation,
             "a missing value was printed; test for it with {% if %} first",
@@ -212,10 +222,11 @@ fn money(state: &State, value: Value, currency: Option<String>) -> Result<String
 /// `{{ x|billions }}`: the value in billions (or 亿 in Chinese) as a plain number for tables.
 fn billions(state: &State, value: Value) -> Result<String, Error> {
     let x = number(&value, "billions")?;
-    Ok(match language(state) {
-        Language::En => format!("{:.2}", x / 1e9),
-        Language::Zh => format!("{:.1}", x / 1e8),
-    })
+    let text = match language(state) {
+        Language::En => format!("{:.2}", x.abs() / 1e9),
+        Language::Zh => format!("{:.1}", x.abs() / 1e8),
+    };
+    Ok(if x < 0.0 { format!("-{text}") } else { text })
 }
 
 /// `{{ currency|unit }}`: the unit of table columns, `billion yuan` or `亿元`.
@@ -227,7 +238,7 @@ fn unit(state: &State, currency: String) -> String {
 fn rate(value: Value) -> Result<String, Error> {
     let x = number(&value, "rate")?;
     Ok(if x < 0.0 {
-        format!("−{}", narrative::rate(x))
+        format!("-{}", narrative::rate(x))
     } else {
         narrative::rate(x)
     })

@@ -60,12 +60,29 @@ pub struct Typst {
 }
 
 impl Typst {
-    pub fn new(options: TypstOptions) -> Typst {
+    /// Checks the font directories (made absolute, as typst runs in the job's root) and
+    /// prepares the compile slots.
+    pub fn new(mut options: TypstOptions) -> anyhow::Result<Typst> {
+        for (key, dir) in [
+            ("render.latin_fonts", &mut options.latin_fonts),
+            ("render.cjk_fonts", &mut options.cjk_fonts),
+        ] {
+            *dir = std::path::absolute(&*dir).with_context(|| format!("while resolving {key}"))?;
+            let has_fonts = std::fs::read_dir(&*dir).is_ok_and(|entries| {
+                entries.flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().to_ascii_lowercase();
+                    [".ttf", ".otf", ".ttc", ".otc"].iter().any(|ext| name.ends_with(ext))
+                })
+            });
+            if !has_fonts {
+                anyhow::bail!("{key}: no fonts in {} (scripts/setup installs them)", dir.display());
+            }
+        }
         let permits = Arc::new(Semaphore::new(options.max_concurrent.max(1)));
-        Typst {
+        Ok(Typst {
             options: Arc::new(options),
             permits,
-        }
+        })
     }
 
     pub fn options(&self) -> &TypstOptions {
@@ -129,6 +146,7 @@ impl Typst {
             .arg("--root")
             .arg(root)
             .arg("--ignore-system-fonts")
+            .arg("--ignore-embedded-fonts")
             .arg("--font-path")
             .arg(&options.latin_fonts);
         if language == Language::Zh {
@@ -146,7 +164,9 @@ impl Typst {
             .arg(root.join(SOURCE_NAME))
             .arg(output)
             .current_dir(root)
+            // Only PATH, so that no TYPST_* variable of the caller changes the inputs.
             .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
