@@ -188,18 +188,28 @@ pub struct FactSet {
     len: usize,
 }
 
+/// Where a fact was read: a CSV line or an index in an inline list.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Line(u64),
+    Index(usize),
+}
+
 /// Collects facts and errors during one load, so that nothing is half-loaded.
 struct Loader {
+    /// How messages name the input: a file name, or `facts` for an inline list.
+    name: String,
     set: FactSet,
-    places: HashMap<(Region, SeriesKey, Period), String>,
+    places: HashMap<(Region, SeriesKey, Period), Place>,
     errors: Vec<String>,
     error_count: usize,
     interned: HashMap<String, Arc<str>>,
 }
 
 impl Loader {
-    fn new() -> Loader {
+    fn new(name: &str) -> Loader {
         Loader {
+            name: name.to_string(),
             set: FactSet::default(),
             places: HashMap::new(),
             errors: Vec::new(),
@@ -224,11 +234,21 @@ impl Loader {
         shared
     }
 
+    fn describe_place(&self, place: Place) -> String {
+        match place {
+            Place::Line(line) => format!("{} line {line}", self.name),
+            Place::Index(index) => format!("{}[{index}]", self.name),
+        }
+    }
+
     /// Validates one fact's fields; records an error naming `place` and the field, or adds it.
-    fn add(&mut self, place: String, raw: &RawFields<'_>) {
+    fn add(&mut self, place: Place, raw: &RawFields<'_>) {
         match self.validate(raw) {
             Ok(fact) => self.insert(place, fact),
-            Err((field, why)) => self.error(format!("{place}, field `{field}`: {why}")),
+            Err((field, why)) => {
+                let message = format!("{}, field `{field}`: {why}", self.describe_place(place));
+                self.error(message)
+            }
         }
     }
 
@@ -238,16 +258,34 @@ impl Loader {
         let period_text = required(raw.period, "period")?;
         let period = Period::parse(period_text).map_err(|e| ("period", e.to_string()))?;
         let partner = name_field(raw.partner, "partner", WORLD)?;
-        let partner = if partner.eq_ignore_ascii_case(WORLD) { WORLD } else { partner };
+        let partner = if partner.eq_ignore_ascii_case(WORLD) {
+            WORLD
+        } else {
+            partner
+        };
         let flow_text = required(raw.flow, "flow")?;
-        let flow = Flow::parse(flow_text)
-            .ok_or_else(|| ("flow", format!("`{}` is not a flow: use total, exports or imports", clip(flow_text))))?;
+        let flow = Flow::parse(flow_text).ok_or_else(|| {
+            (
+                "flow",
+                format!("`{}` is not a flow: use total, exports or imports", clip(flow_text)),
+            )
+        })?;
         let product = name_field(raw.product, "product", ALL_PRODUCTS)?;
-        let product = if product.eq_ignore_ascii_case(ALL_PRODUCTS) { ALL_PRODUCTS } else { product };
+        let product = if product.eq_ignore_ascii_case(ALL_PRODUCTS) {
+            ALL_PRODUCTS
+        } else {
+            product
+        };
         let value = parse_value(required(raw.value, "value")?).map_err(|why| ("value", why))?;
         let currency_text = required(raw.currency, "currency")?;
         let currency = Currency::parse(currency_text).ok_or_else(|| {
-            ("currency", format!("`{}` is not an ISO 4217 currency code such as CNY or USD", clip(currency_text)))
+            (
+                "currency",
+                format!(
+                    "`{}` is not an ISO 4217 currency code such as CNY or USD",
+                    clip(currency_text)
+                ),
+            )
         })?;
         let source = optional_text(raw.source, "source")?.map(|s| self.intern(s));
         let note = optional_text(raw.note, "note")?.map(|s| self.intern(s));
@@ -267,14 +305,16 @@ impl Loader {
         })
     }
 
-    fn insert(&mut self, place: String, fact: Fact) {
+    fn insert(&mut self, place: Place, fact: Fact) {
         let id = (fact.region, fact.key.clone(), fact.period);
         if let Some(first) = self.places.get(&id) {
             let existing = &self.set.series[&fact.region][&fact.key][&fact.period];
             if existing.value != fact.value {
                 let message = format!(
-                    "{place}, field `value`: {} repeats the fact at {first} with a different value ({} against {})",
+                    "{}, field `value`: {} repeats the fact at {} with a different value ({} against {})",
+                    self.describe_place(place),
                     describe(&fact.region, &fact.key, &fact.period),
+                    self.describe_place(*first),
                     fact.value,
                     existing.value
                 );
@@ -295,7 +335,8 @@ impl Loader {
         for (region, series) in &self.set.series {
             for (key, periods) in series.iter().filter(|(k, _)| k.flow == Flow::Total) {
                 let side = |flow| SeriesKey { flow, ..key.clone() };
-                let (Some(exports), Some(imports)) = (series.get(&side(Flow::Exports)), series.get(&side(Flow::Imports)))
+                let (Some(exports), Some(imports)) =
+                    (series.get(&side(Flow::Exports)), series.get(&side(Flow::Imports)))
                 else {
                     continue;
                 };
@@ -304,7 +345,7 @@ impl Loader {
                         continue;
                     };
                     if !consistent(total.value, e.value + i.value) {
-                        let place = |flow| self.places[&(*region, side(flow), *period)].clone();
+                        let place = |flow| self.describe_place(self.places[&(*region, side(flow), *period)]);
                         inconsistent.push(format!(
                             "{}: the total {} at {} differs from exports {} at {} plus imports {} at {} by more than 0.5 %",
                             describe(region, key, period),
@@ -407,10 +448,16 @@ fn check_text(text: &str, field: &'static str, max: usize) -> Result<(), (&'stat
 
 fn parse_value(text: &str) -> Result<f64, String> {
     let shown = clip(text);
-    let plain = text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+' || b == b'e' || b == b'E');
+    let plain = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+' || b == b'e' || b == b'E');
     let value: f64 = match text.parse() {
         Ok(v) if plain => v,
-        _ => return Err(format!("`{shown}` is not a number (write a plain decimal such as 93340000000)")),
+        _ => {
+            return Err(format!(
+                "`{shown}` is not a number (write a plain decimal such as 93340000000)"
+            ));
+        }
     };
     if !value.is_finite() {
         return Err(format!("`{shown}` is not a finite number"));
@@ -419,7 +466,9 @@ fn parse_value(text: &str) -> Result<f64, String> {
         return Err(format!("`{shown}` is negative; values are at least 0"));
     }
     if value > MAX_VALUE {
-        return Err(format!("`{shown}` is larger than {MAX_VALUE:e}, the largest value accepted"));
+        return Err(format!(
+            "`{shown}` is larger than {MAX_VALUE:e}, the largest value accepted"
+        ));
     }
     Ok(value)
 }
@@ -440,11 +489,19 @@ impl FactSet {
             kind: FactErrorKind::Invalid,
             message,
         };
-        let mut csv = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(reader);
-        let headers = csv.headers().map_err(|e| invalid(format!("{name}: cannot read the header line: {e}")))?.clone();
+        let mut csv = csv::ReaderBuilder::new()
+            .flexible(false)
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let headers = csv
+            .headers()
+            .map_err(|e| invalid(format!("{name}: cannot read the header line: {e}")))?
+            .clone();
         let column = |field: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(field));
         let mut columns = HashMap::new();
-        for field in ["region", "period", "partner", "flow", "product", "value", "currency", "source", "note"] {
+        for field in [
+            "region", "period", "partner", "flow", "product", "value", "currency", "source", "note",
+        ] {
             if let Some(at) = column(field) {
                 columns.insert(field, at);
             }
@@ -459,7 +516,7 @@ impl FactSet {
                 missing.join(", ")
             )));
         }
-        let mut loader = Loader::new();
+        let mut loader = Loader::new(name);
         let mut record = csv::StringRecord::new();
         loop {
             match csv.read_record(&mut record) {
@@ -478,7 +535,7 @@ impl FactSet {
                         source: get("source"),
                         note: get("note"),
                     };
-                    loader.add(format!("{name} line {line}"), &raw);
+                    loader.add(Place::Line(line), &raw);
                 }
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
@@ -490,7 +547,10 @@ impl FactSet {
                         _ => e.to_string(),
                     };
                     loader.error(format!("{name} line {line}: {why}"));
-                    if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }) {
+                    if !matches!(
+                        e.kind(),
+                        csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
+                    ) {
                         break;
                     }
                 }
@@ -510,7 +570,7 @@ impl FactSet {
 
     /// Validates facts given inline in a request; messages name them as `facts[i]`.
     pub fn from_inline(facts: &[RawFact]) -> Result<FactSet, FactError> {
-        let mut loader = Loader::new();
+        let mut loader = Loader::new("facts");
         for (index, raw) in facts.iter().enumerate() {
             let place = format!("facts[{index}]");
             let fields = [
@@ -541,7 +601,9 @@ impl FactSet {
                 }
             }
             if let Some((field, kind)) = bad {
-                loader.error(format!("{place}, field `{field}`: is {kind}; a string or number was expected"));
+                loader.error(format!(
+                    "{place}, field `{field}`: is {kind}; a string or number was expected"
+                ));
                 continue;
             }
             let get = |field: &str| texts.get(field).map(String::as_str);
@@ -556,7 +618,7 @@ impl FactSet {
                 source: get("source"),
                 note: get("note"),
             };
-            loader.add(place, &raw);
+            loader.add(Place::Index(index), &raw);
         }
         loader.finish()
     }
@@ -618,7 +680,11 @@ impl FactSet {
 
     /// The periods a region has facts for in one series.
     pub fn periods(&self, region: &Region, key: &SeriesKey) -> impl Iterator<Item = &Period> {
-        self.series.get(region).and_then(|s| s.get(key)).into_iter().flat_map(|p| p.keys())
+        self.series
+            .get(region)
+            .and_then(|s| s.get(key))
+            .into_iter()
+            .flat_map(|p| p.keys())
     }
 
     /// The value of a series in a period: its own fact, else the sum of the fewest facts
@@ -732,7 +798,12 @@ mod tests {
         assert_eq!(found.value, 10.0 + 20.0 + 30.0 + 150.0);
         assert_eq!(found.parts.len(), 4);
         assert!(set.find(&jilin, &key, &Period::parse("2020").unwrap()).is_none());
-        assert_eq!(set.find(&jilin, &key, &Period::parse("2020-02..03").unwrap()).unwrap().value, 50.0);
+        assert_eq!(
+            set.find(&jilin, &key, &Period::parse("2020-02..03").unwrap())
+                .unwrap()
+                .value,
+            50.0
+        );
     }
 
     #[test]
@@ -740,7 +811,11 @@ mod tests {
         let set = load("Jilin,2020,World,total,all,5,USD\nJilin,2020,World,total,all,5,USD\n").unwrap();
         assert_eq!(set.len(), 1);
         let err = load("Jilin,2020,World,total,all,5,USD\nJilin,2020,World,total,all,6,USD\n").unwrap_err();
-        assert!(err.message.contains("facts.csv line 3, field `value`"), "{}", err.message);
+        assert!(
+            err.message.contains("facts.csv line 3, field `value`"),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains("facts.csv line 2"), "{}", err.message);
     }
 
@@ -765,7 +840,11 @@ mod tests {
         )
         .unwrap();
         let err = FactSet::from_inline(&raw).unwrap_err();
-        assert!(err.message.starts_with("facts[1], field `value`: is an array"), "{}", err.message);
+        assert!(
+            err.message.starts_with("facts[1], field `value`: is an array"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -786,7 +865,10 @@ mod tests {
             };
             let err = load(&body).unwrap_err().message;
             let expected = if expected == "CSV" { "not a number" } else { expected };
-            assert!(err.contains("field `value`") && err.contains(expected), "{value}: {err}");
+            assert!(
+                err.contains("field `value`") && err.contains(expected),
+                "{value}: {err}"
+            );
         }
     }
 }

@@ -171,7 +171,11 @@ pub fn parse_request(
         }
     };
     if text.trim().is_empty() {
-        return fail(rejected, ErrorCode::InvalidRequest, "the request body is empty; send a JSON object".into());
+        return fail(
+            rejected,
+            ErrorCode::InvalidRequest,
+            "the request body is empty; send a JSON object".into(),
+        );
     }
     let raw: RawRequest = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(map)) => {
@@ -191,7 +195,9 @@ pub fn parse_request(
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::String(id)) => match valid_job_id(id) {
             Ok(()) => rejected.job_id = id.clone(),
-            Err(why) => return fail(rejected, ErrorCode::InvalidRequest, format!("field `job_id`: {why}")),
+            Err(why) => {
+                return fail(rejected, ErrorCode::InvalidRequest, format!("field `job_id`: {why}"));
+            }
         },
         Some(other) => {
             let message = format!("field `job_id` must be a string, not {}", json_kind(other));
@@ -222,11 +228,15 @@ pub fn parse_request(
     };
     match Period::parse(period_text) {
         Ok(period) => rejected.period = Some(period),
-        Err(e) => return fail(rejected, ErrorCode::InvalidRequest, format!("field `period`: {e}")),
+        Err(e) => {
+            return fail(rejected, ErrorCode::InvalidRequest, format!("field `period`: {e}"));
+        }
     }
     match Region::parse(region_text) {
         Ok(region) => rejected.region = Some(region),
-        Err(e) => return fail(rejected, ErrorCode::UnknownRegion, format!("field `region`: {e}")),
+        Err(e) => {
+            return fail(rejected, ErrorCode::UnknownRegion, format!("field `region`: {e}"));
+        }
     }
     let facts = match &raw.facts {
         None | Some(serde_json::Value::Null) => None,
@@ -241,11 +251,18 @@ pub fn parse_request(
             }
         },
         Some(other) => {
-            let message = format!("field `facts` must be an array of fact objects, not {}", json_kind(other));
+            let message = format!(
+                "field `facts` must be an array of fact objects, not {}",
+                json_kind(other)
+            );
             return fail(rejected, ErrorCode::InvalidRequest, message);
         }
     };
-    let job_id = if rejected.job_id.is_empty() { new_id() } else { rejected.job_id };
+    let job_id = if rejected.job_id.is_empty() {
+        new_id()
+    } else {
+        rejected.job_id
+    };
     Ok(Request {
         job_id,
         region: rejected.region.expect("checked above"),
@@ -257,7 +274,10 @@ pub fn parse_request(
 
 fn inline_facts(items: &[serde_json::Value]) -> Result<FactSet, JobError> {
     if items.len() > MAX_INLINE_FACTS {
-        let message = format!("field `facts` holds {} facts; at most {MAX_INLINE_FACTS} are accepted", items.len());
+        let message = format!(
+            "field `facts` holds {} facts; at most {MAX_INLINE_FACTS} are accepted",
+            items.len()
+        );
         return Err(JobError::permanent(ErrorCode::InvalidRequest, message));
     }
     let mut raws = Vec::with_capacity(items.len());
@@ -286,7 +306,10 @@ fn required_string<'a>(value: &'a Option<serde_json::Value>, field: &str, exampl
             Err(format!("field `{field}` is empty: give {example}"))
         }
         Some(serde_json::Value::String(s)) => Ok(s),
-        Some(other) => Err(format!("field `{field}` must be a string such as {example}, not {}", json_kind(other))),
+        Some(other) => Err(format!(
+            "field `{field}` must be a string such as {example}, not {}",
+            json_kind(other)
+        )),
     }
 }
 
@@ -338,10 +361,18 @@ mod tests {
 
     #[test]
     fn the_message_id_is_the_job_id_when_the_body_has_none() {
-        let r = parse_request(br#"{"region":"Jilin","period":"2019"}"#, Some("m-1"), 1 << 20, || "x".into()).unwrap();
+        let r = parse_request(br#"{"region":"Jilin","period":"2019"}"#, Some("m-1"), 1 << 20, || {
+            "x".into()
+        })
+        .unwrap();
         assert_eq!(r.job_id, "m-1");
-        let r = parse_request(br#"{"job_id":"j","region":"Jilin","period":"2019"}"#, Some("m-1"), 1 << 20, || "x".into())
-            .unwrap();
+        let r = parse_request(
+            br#"{"job_id":"j","region":"Jilin","period":"2019"}"#,
+            Some("m-1"),
+            1 << 20,
+            || "x".into(),
+        )
+        .unwrap();
         assert_eq!(r.job_id, "j");
     }
 
@@ -373,7 +404,11 @@ mod tests {
         for (body, code, needle) in cases {
             let rejected = parse(&body).unwrap_err();
             assert_eq!(rejected.error.code, code, "{body}: {}", rejected.error.message);
-            assert!(rejected.error.message.contains(needle), "{body}: {}", rejected.error.message);
+            assert!(
+                rejected.error.message.contains(needle),
+                "{body}: {}",
+                rejected.error.message
+            );
             assert!(!rejected.error.transient);
             assert!(!rejected.job_id.is_empty());
         }
@@ -385,7 +420,8 @@ mod tests {
 
     #[test]
     fn a_rejected_request_keeps_what_was_valid() {
-        let rejected = parse(r#"{"job_id":"a","region":"Jilin","period":"2019","language":"zh","facts":"x"}"#).unwrap_err();
+        let rejected =
+            parse(r#"{"job_id":"a","region":"Jilin","period":"2019","language":"zh","facts":"x"}"#).unwrap_err();
         assert_eq!(rejected.job_id, "a");
         assert_eq!(rejected.region.unwrap().slug(), "jilin");
         assert_eq!(rejected.period.unwrap().to_string(), "2019");

@@ -110,8 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Loads the facts and computes the summary the target asks for; errors carry the
 /// contract's error code.
 fn summarise(settings: &Settings, target: &Target) -> Result<summary::Summary, JobError> {
-    let region = Region::parse(&target.region).map_err(|e| JobError::permanent(ErrorCode::UnknownRegion, e.to_string()))?;
-    let period = Period::parse(&target.period).map_err(|e| JobError::permanent(ErrorCode::InvalidRequest, e.to_string()))?;
+    let region =
+        Region::parse(&target.region).map_err(|e| JobError::permanent(ErrorCode::UnknownRegion, e.to_string()))?;
+    let period =
+        Period::parse(&target.period).map_err(|e| JobError::permanent(ErrorCode::InvalidRequest, e.to_string()))?;
     let store = match &target.facts {
         Some(path) => Store::from_facts(tradebulletin::facts::FactSet::from_csv_path(path)?),
         None => Store::open(&settings.data.source)?,
@@ -150,7 +152,10 @@ async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result
     write_file(&args.out, &bulletin.pdf)?;
     if let Some(typst_out) = &args.typst_out {
         write_file(typst_out, bulletin.source.as_bytes())?;
-        let dir = typst_out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = typst_out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         // The library the source imports goes beside it, so `typst compile` works by hand.
         let (lib_name, lib_source) = tradebulletin::template::TYPST_LIBRARY;
         write_file(&dir.join(lib_name), lib_source.as_bytes())?;

@@ -148,10 +148,16 @@ pub fn growth(growth_pct: f64, times: Option<f64>, language: Language) -> String
 pub fn gap(gap_pp: f64, language: Language) -> String {
     match language {
         Language::En if gap_pp > 0.0 => {
-            format!("{} percentage points higher than the average national growth rate", rate(gap_pp))
+            format!(
+                "{} percentage points higher than the average national growth rate",
+                rate(gap_pp)
+            )
         }
         Language::En if gap_pp < 0.0 => {
-            format!("{} percentage points lower than the average national growth rate", rate(gap_pp))
+            format!(
+                "{} percentage points lower than the average national growth rate",
+                rate(gap_pp)
+            )
         }
         Language::En => "in line with the average national growth rate".to_string(),
         Language::Zh if gap_pp > 0.0 => format!("高于全国平均增速{}个百分点", rate(gap_pp)),
@@ -161,7 +167,17 @@ pub fn gap(gap_pp: f64, language: Language) -> String {
 }
 
 const MONTHS_EN: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
 const ORDINALS_EN: [&str; 4] = ["first", "second", "third", "fourth"];
@@ -177,17 +193,25 @@ pub fn period_name(period: &Period, language: Language) -> String {
     let (first, last) = (period.first_month() as usize, period.last_month() as usize);
     match (language, period.kind()) {
         (Language::En, PeriodKind::Year) => format!("{year}"),
-        (Language::En, PeriodKind::Half(h)) => format!("the {} half of {year}", ORDINALS_EN[h as usize - 1]),
-        (Language::En, PeriodKind::Quarter(q)) => format!("the {} quarter of {year}", ORDINALS_EN[q as usize - 1]),
+        (Language::En, PeriodKind::Half(h)) => {
+            format!("the {} half of {year}", ORDINALS_EN[h as usize - 1])
+        }
+        (Language::En, PeriodKind::Quarter(q)) => {
+            format!("the {} quarter of {year}", ORDINALS_EN[q as usize - 1])
+        }
         (Language::En, PeriodKind::Month(m)) => format!("{} {year}", MONTHS_EN[m as usize - 1]),
-        (Language::En, PeriodKind::Months(1, _)) => format!("the first {} months of {year}", COUNTS_EN[last - 1]),
+        (Language::En, PeriodKind::Months(1, _)) => {
+            format!("the first {} months of {year}", COUNTS_EN[last - 1])
+        }
         (Language::En, PeriodKind::Months(..)) => {
             format!("{} to {} {year}", MONTHS_EN[first - 1], MONTHS_EN[last - 1])
         }
         (Language::Zh, PeriodKind::Year) => format!("{year}年"),
         (Language::Zh, PeriodKind::Half(1)) => format!("{year}年上半年"),
         (Language::Zh, PeriodKind::Half(_)) => format!("{year}年下半年"),
-        (Language::Zh, PeriodKind::Quarter(q)) => format!("{year}年第{}季度", QUARTERS_ZH[q as usize - 1]),
+        (Language::Zh, PeriodKind::Quarter(q)) => {
+            format!("{year}年第{}季度", QUARTERS_ZH[q as usize - 1])
+        }
         (Language::Zh, PeriodKind::Month(m)) => format!("{year}年{m}月"),
         (Language::Zh, PeriodKind::Months(..)) => format!("{year}年{first}-{last}月"),
     }
@@ -225,13 +249,28 @@ mod tests {
 
     #[test]
     fn phrases_follow_the_sign() {
-        assert_eq!(growth(21.5, None, Language::En), "a year-on-year increase of 21.5 percent");
-        assert_eq!(growth(-3.3, None, Language::En), "a year-on-year decrease of 3.3 percent");
-        assert_eq!(growth(140.0, Some(1.4), Language::En), "year-on-year growth of 1.4 times");
+        assert_eq!(
+            growth(21.5, None, Language::En),
+            "a year-on-year increase of 21.5 percent"
+        );
+        assert_eq!(
+            growth(-3.3, None, Language::En),
+            "a year-on-year decrease of 3.3 percent"
+        );
+        assert_eq!(
+            growth(140.0, Some(1.4), Language::En),
+            "year-on-year growth of 1.4 times"
+        );
         assert_eq!(growth(21.5, None, Language::Zh), "同比增长21.5%");
         assert_eq!(growth(-3.3, None, Language::Zh), "同比下降3.3%");
-        assert_eq!(gap(17.6, Language::En), "17.6 percentage points higher than the average national growth rate");
-        assert_eq!(gap(-2.0, Language::En), "2.0 percentage points lower than the average national growth rate");
+        assert_eq!(
+            gap(17.6, Language::En),
+            "17.6 percentage points higher than the average national growth rate"
+        );
+        assert_eq!(
+            gap(-2.0, Language::En),
+            "2.0 percentage points lower than the average national growth rate"
+        );
         assert_eq!(gap(17.6, Language::Zh), "高于全国平均增速17.6个百分点");
         assert_eq!(gap(0.0, Language::Zh), "与全国平均增速持平");
     }
@@ -241,7 +280,10 @@ mod tests {
         assert_eq!(period_name(&p("2019-H1"), Language::En), "the first half of 2019");
         assert_eq!(period_name(&p("2019-Q3"), Language::En), "the third quarter of 2019");
         assert_eq!(period_name(&p("2019-06"), Language::En), "June 2019");
-        assert_eq!(period_name(&p("2019-01..07"), Language::En), "the first seven months of 2019");
+        assert_eq!(
+            period_name(&p("2019-01..07"), Language::En),
+            "the first seven months of 2019"
+        );
         assert_eq!(period_name(&p("2019-02..04"), Language::En), "February to April 2019");
         assert_eq!(period_name(&p("2019-H1"), Language::Zh), "2019年上半年");
         assert_eq!(period_name(&p("2019-01..07"), Language::Zh), "2019年1-7月");

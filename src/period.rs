@@ -71,7 +71,11 @@ impl Period {
             return Err(fail("the year is out of range 1950-2100"));
         }
         let Some(rest) = rest else {
-            return Ok(Period { year, first: 1, last: 12 });
+            return Ok(Period {
+                year,
+                first: 1,
+                last: 12,
+            });
         };
         let upper = rest.to_ascii_uppercase();
         let (first, last) = if let Some(n) = upper.strip_prefix('H') {
@@ -144,18 +148,26 @@ impl Period {
 
     /// The single months that tile this period, in order.
     pub fn month_tiles(&self) -> impl Iterator<Item = Period> + '_ {
-        (self.first..=self.last).map(|m| Period { year: self.year, first: m, last: m })
+        (self.first..=self.last).map(|m| Period {
+            year: self.year,
+            first: m,
+            last: m,
+        })
     }
 
     /// The quarters that tile this period, if it is made of whole quarters.
     pub fn quarter_tiles(&self) -> Option<Vec<Period>> {
-        if self.first % 3 != 1 || self.last % 3 != 0 {
+        if self.first % 3 != 1 || !self.last.is_multiple_of(3) {
             return None;
         }
         Some(
             (self.first..=self.last)
                 .step_by(3)
-                .map(|m| Period { year: self.year, first: m, last: m + 2 })
+                .map(|m| Period {
+                    year: self.year,
+                    first: m,
+                    last: m + 2,
+                })
                 .collect(),
         )
     }
@@ -241,9 +253,26 @@ mod tests {
     #[test]
     fn rejects_impossible_periods_with_a_reason() {
         for bad in [
-            "", "19", "2019-H3", "2019-Q0", "2019-Q5", "2019-13", "2019-00", "2019-6", "2019-07..03",
-            "2019-01..13", "20190", "abcd", "2019-", "0000", "9999", "2019-01..", "2019-W1", "-2019",
-            "2019-01..07..09", "２０１９",
+            "",
+            "19",
+            "2019-H3",
+            "2019-Q0",
+            "2019-Q5",
+            "2019-13",
+            "2019-00",
+            "2019-6",
+            "2019-07..03",
+            "2019-01..13",
+            "20190",
+            "abcd",
+            "2019-",
+            "0000",
+            "9999",
+            "2019-01..",
+            "2019-W1",
+            "-2019",
+            "2019-01..07..09",
+            "２０１９",
         ] {
             let err = Period::parse(bad).unwrap_err().to_string();
             assert!(err.contains("is not valid"), "{bad}: {err}");
@@ -261,7 +290,10 @@ mod tests {
     fn tiles_into_quarters_only_when_aligned() {
         assert_eq!(p("2019-H1").quarter_tiles(), Some(vec![p("2019-Q1"), p("2019-Q2")]));
         assert_eq!(p("2019-02..04").quarter_tiles(), None);
-        assert_eq!(p("2019-Q3").month_tiles().collect::<Vec<_>>(), vec![p("2019-07"), p("2019-08"), p("2019-09")]);
+        assert_eq!(
+            p("2019-Q3").month_tiles().collect::<Vec<_>>(),
+            vec![p("2019-07"), p("2019-08"), p("2019-09")]
+        );
     }
 
     proptest! {

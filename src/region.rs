@@ -1,7 +1,9 @@
 //! Regions: the 31 provincial-level divisions of mainland China and the nation, found by
 //! English name, Chinese name (with or without its suffix) or GB/T 2260 code, in any case.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +28,9 @@ pub struct RegionInfo {
 
 /// Why a region was not found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("region `{0}` is not known: give an English or Chinese name of a province of China or its GB/T 2260 code (e.g. Heilongjiang, 黑龙江省, 230000), or China")]
+#[error(
+    "region `{0}` is not known: give an English or Chinese name of a province of China or its GB/T 2260 code (e.g. Heilongjiang, 黑龙江省, 230000), or China"
+)]
 pub struct UnknownRegion(pub String);
 
 macro_rules! regions {
@@ -90,20 +94,25 @@ impl Region {
     /// Finds a region by any of its names or its code, ignoring case, surrounding spaces,
     /// a trailing "province"/"municipality"/"autonomous region" and the Chinese suffix.
     pub fn parse(input: &str) -> Result<Region, UnknownRegion> {
-        let wanted = normalise(input);
-        if wanted.is_empty() {
-            return Err(UnknownRegion(String::new()));
-        }
-        REGIONS
-            .iter()
-            .find(|info| {
+        static NAMES: LazyLock<HashMap<String, &'static RegionInfo>> = LazyLock::new(|| {
+            let mut names = HashMap::new();
+            for info in REGIONS {
                 let zh_short = info.name_zh.strip_suffix(info.suffix_zh).unwrap_or(info.name_zh);
-                [info.code, info.name_en, info.name_zh, zh_short]
+                for name in [info.code, info.name_en, info.name_zh, zh_short]
                     .iter()
                     .chain(info.aliases)
-                    .any(|name| normalise(name) == wanted)
-            })
-            .map(Region)
+                {
+                    names.insert(normalise(name), info);
+                }
+            }
+            names
+        });
+        if input.trim().is_empty() {
+            return Err(UnknownRegion(String::new()));
+        }
+        NAMES
+            .get(&normalise(input))
+            .map(|info| Region(info))
             .ok_or_else(|| UnknownRegion(input.chars().take(60).collect()))
     }
 
@@ -167,7 +176,15 @@ mod tests {
 
     #[test]
     fn finds_a_province_by_every_name() {
-        for name in ["Heilongjiang", "heilongjiang", " HEILONGJIANG ", "Heilongjiang Province", "黑龙江", "黑龙江省", "230000"] {
+        for name in [
+            "Heilongjiang",
+            "heilongjiang",
+            " HEILONGJIANG ",
+            "Heilongjiang Province",
+            "黑龙江",
+            "黑龙江省",
+            "230000",
+        ] {
             assert_eq!(Region::parse(name).unwrap().code(), "230000", "{name}");
         }
         assert_eq!(Region::parse("广西").unwrap().name_en(), "Guangxi");

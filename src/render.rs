@@ -55,9 +55,18 @@ impl Renderer {
 
     /// Makes the PDF of `summary`. The PDF's creation time is the start of the issue date, so
     /// one request on one day always gives the same bytes.
-    pub async fn render(&self, summary: &Summary, language: Language, issued: NaiveDate) -> Result<Bulletin, RenderError> {
+    pub async fn render(
+        &self,
+        summary: &Summary,
+        language: Language,
+        issued: NaiveDate,
+    ) -> Result<Bulletin, RenderError> {
         let source = self.templates.bulletin(summary, &self.meta(language, issued))?;
-        let created = issued.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp();
+        let created = issued
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp();
         let pdf = self.typst.compile(&source, language, created).await?;
         Ok(Bulletin { pdf, source })
     }

@@ -227,7 +227,9 @@ impl Lookup<'_> {
 
 fn amount(value: f64, previous: Option<f64>) -> Amount {
     let growth_pct = previous.filter(|p| *p > 0.0).map(|p| round1((value / p - 1.0) * 100.0));
-    let growth_times = growth_pct.filter(|g| *g > MULTIPLE_ABOVE_PCT).map(|g| round1(g / 100.0));
+    let growth_times = growth_pct
+        .filter(|g| *g > MULTIPLE_ABOVE_PCT)
+        .map(|g| round1(g / 100.0));
     Amount {
         value,
         previous,
@@ -260,7 +262,9 @@ pub fn summarise(facts: &FactSet, region: Region, period: Period) -> Result<Summ
     let national_flows = if region.is_national() {
         [None, None, None]
     } else {
-        national.flows(headline, &mut national_provenance).unwrap_or([None, None, None])
+        national
+            .flows(headline, &mut national_provenance)
+            .unwrap_or([None, None, None])
     };
     let has_national = national_flows.iter().flatten().any(|(a, _)| a.growth_pct.is_some());
     let compare = |own: Option<(Amount, bool)>, nation: &Option<(Amount, bool)>| {
@@ -280,10 +284,18 @@ pub fn summarise(facts: &FactSet, region: Region, period: Period) -> Result<Summ
     let imports = compare(imports, &national_flows[2]);
     if has_national {
         provenance.sources.extend(
-            national_provenance.sources.into_iter().filter(|s| !provenance.sources.contains(s)).collect::<Vec<_>>(),
+            national_provenance
+                .sources
+                .into_iter()
+                .filter(|s| !provenance.sources.contains(s))
+                .collect::<Vec<_>>(),
         );
         provenance.notes.extend(
-            national_provenance.notes.into_iter().filter(|s| !provenance.notes.contains(s)).collect::<Vec<_>>(),
+            national_provenance
+                .notes
+                .into_iter()
+                .filter(|s| !provenance.notes.contains(s))
+                .collect::<Vec<_>>(),
         );
     }
     let balance = exports.as_ref().zip(imports.as_ref()).map(|(e, i)| Balance {
@@ -292,7 +304,12 @@ pub fn summarise(facts: &FactSet, region: Region, period: Period) -> Result<Summ
     });
 
     let other_currencies = other_currencies(&lookup, currency, &mut provenance)?;
-    let partners = partners(&lookup, currency, total.as_ref().map(|t| t.amount.value), &mut provenance)?;
+    let partners = partners(
+        &lookup,
+        currency,
+        total.as_ref().map(|t| t.amount.value),
+        &mut provenance,
+    )?;
     let products = products(&lookup, currency, &mut provenance);
 
     Ok(Summary {
@@ -325,7 +342,10 @@ fn headline_currencies(lookup: &Lookup<'_>) -> Vec<Currency> {
             }
         }
     }
-    let mut ordered: Vec<Currency> = PREFERRED_CURRENCIES.into_iter().filter(|c| currencies.contains(c)).collect();
+    let mut ordered: Vec<Currency> = PREFERRED_CURRENCIES
+        .into_iter()
+        .filter(|c| currencies.contains(c))
+        .collect();
     ordered.extend(currencies.into_iter().filter(|c| !PREFERRED_CURRENCIES.contains(c)));
     ordered
 }
@@ -334,10 +354,16 @@ fn headline_currencies(lookup: &Lookup<'_>) -> Vec<Currency> {
 fn main_currency(lookup: &Lookup<'_>) -> Option<Currency> {
     let currencies = headline_currencies(lookup);
     let has_total = |c: &Currency| {
-        let total = lookup.facts.find(&lookup.region, &SeriesKey::headline(Flow::Total, *c), &lookup.period).is_some();
-        let both = [Flow::Exports, Flow::Imports]
-            .iter()
-            .all(|f| lookup.facts.find(&lookup.region, &SeriesKey::headline(*f, *c), &lookup.period).is_some());
+        let total = lookup
+            .facts
+            .find(&lookup.region, &SeriesKey::headline(Flow::Total, *c), &lookup.period)
+            .is_some();
+        let both = [Flow::Exports, Flow::Imports].iter().all(|f| {
+            lookup
+                .facts
+                .find(&lookup.region, &SeriesKey::headline(*f, *c), &lookup.period)
+                .is_some()
+        });
         total || both
     };
     currencies.iter().find(|c| has_total(c)).or(currencies.first()).copied()
@@ -398,10 +424,9 @@ fn partners(
         });
     }
     let size = |p: &PartnerFigure| {
-        p.total
-            .as_ref()
-            .map(|a| a.value)
-            .unwrap_or_else(|| p.exports.as_ref().map_or(0.0, |a| a.value) + p.imports.as_ref().map_or(0.0, |a| a.value))
+        p.total.as_ref().map(|a| a.value).unwrap_or_else(|| {
+            p.exports.as_ref().map_or(0.0, |a| a.value) + p.imports.as_ref().map_or(0.0, |a| a.value)
+        })
     };
     partners.sort_by(|a, b| size(b).total_cmp(&size(a)).then_with(|| a.name.cmp(&b.name)));
     Ok(partners)
@@ -424,7 +449,11 @@ fn products(lookup: &Lookup<'_>, currency: Currency, provenance: &mut Provenance
         })
         .collect();
     products.sort_by(|a, b| {
-        b.amount.value.total_cmp(&a.amount.value).then_with(|| a.product.cmp(&b.product)).then(a.flow.cmp(&b.flow))
+        b.amount
+            .value
+            .total_cmp(&a.amount.value)
+            .then_with(|| a.product.cmp(&b.product))
+            .then(a.flow.cmp(&b.flow))
     });
     products
 }
@@ -507,7 +536,10 @@ mod tests {
         let SummaryError::NoData(message) = summary(&set, "Jilin", "2021-H1").unwrap_err() else {
             panic!("expected no data")
         };
-        assert!(message.contains("Jilin") && message.contains("2021-H1") && message.contains("2020"), "{message}");
+        assert!(
+            message.contains("Jilin") && message.contains("2021-H1") && message.contains("2020"),
+            "{message}"
+        );
         let SummaryError::NoData(message) = summary(&set, "Hebei", "2020").unwrap_err() else {
             panic!("expected no data")
         };
@@ -518,7 +550,9 @@ mod tests {
     fn months_tile_a_half_year() {
         let mut body = String::new();
         for m in 1..=6 {
-            body.push_str(&format!("Jilin,2020-{m:02},World,total,all,10,USD\nJilin,2019-{m:02},World,total,all,8,USD\n"));
+            body.push_str(&format!(
+                "Jilin,2020-{m:02},World,total,all,10,USD\nJilin,2019-{m:02},World,total,all,8,USD\n"
+            ));
         }
         let s = summary(&facts(&body), "Jilin", "2020-H1").unwrap();
         let total = s.total.unwrap();

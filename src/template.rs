@@ -87,7 +87,10 @@ impl Templates {
     pub fn new() -> Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build();
         env.set_syntax(syntax.expect("the default delimiters are valid"));
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".typ.j2") {
@@ -207,7 +210,10 @@ fn language(state: &State) -> Language {
 
 fn number(value: &Value, what: &str) -> Result<f64, Error> {
     f64::try_from(value.clone()).map_err(|_| {
-        Error::new(ErrorKind::InvalidOperation, format!("{what} needs a number, got {}", value.kind()))
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{what} needs a number, got {}", value.kind()),
+        )
     })
 }
 
@@ -282,7 +288,11 @@ fn typst_code(value: Value) -> Result<Value, Error> {
         "none".to_string()
     } else if value.is_number() {
         let x = number(&value, "typst_code")?;
-        if x.is_finite() { format!("{x:?}") } else { "none".to_string() }
+        if x.is_finite() {
+            format!("{x:?}")
+        } else {
+            "none".to_string()
+        }
     } else if let Some(flag) = value.as_bool_exact() {
         flag.to_string()
     } else {
@@ -307,10 +317,25 @@ mod tests {
 
     #[test]
     fn markup_escaping_leaves_no_markup() {
-        assert_eq!(escape_markup("#read(\"/etc/passwd\")"), "\\#read\\(\\\"\\/etc\\/passwd\\\"\\)");
+        assert_eq!(
+            escape_markup("#read(\"/etc/passwd\")"),
+            "\\#read\\(\\\"\\/etc\\/passwd\\\"\\)"
+        );
         assert_eq!(escape_markup("a\nb"), "a b");
         assert_eq!(escape_markup("黑龙江 Russia"), "黑龙江 Russia");
-        for text in ["] #panic(\"x\") [", "$x$", "\\", "@ref", "<label>", "// c", "= h", "- l", "*b*", "_e_", "`r`"] {
+        for text in [
+            "] #panic(\"x\") [",
+            "$x$",
+            "\\",
+            "@ref",
+            "<label>",
+            "// c",
+            "= h",
+            "- l",
+            "*b*",
+            "_e_",
+            "`r`",
+        ] {
             let escaped = escape_markup(text);
             let chars: Vec<char> = escaped.chars().collect();
             for (i, c) in chars.iter().enumerate() {

@@ -92,7 +92,11 @@ impl Typst {
     /// Compiles `source` (a filled bulletin template) to PDF bytes. `created` is the PDF's
     /// creation time in seconds since the epoch: the same source and time give the same bytes.
     pub async fn compile(&self, source: &str, language: Language, created: i64) -> Result<Vec<u8>, CompileError> {
-        let _permit = self.permits.acquire().await.context("while waiting for a compile slot")?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("while waiting for a compile slot")?;
         let root = tempfile::Builder::new()
             .prefix("tradebulletin-")
             .tempdir()
@@ -101,7 +105,10 @@ impl Typst {
         let output = root.path().join("bulletin.pdf");
         let mut command = self.command(root.path(), language, created, &output);
         let mut child = command.spawn().with_context(|| {
-            format!("while starting typst `{}` (set render.typst)", self.options.binary.display())
+            format!(
+                "while starting typst `{}` (set render.typst)",
+                self.options.binary.display()
+            )
         })?;
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let reader = tokio::spawn(async move {

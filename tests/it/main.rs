@@ -1,0 +1,6 @@
+//! Integration tests, one binary: the CLI and the library against the real typst, broker and
+//! database. `helpers` holds what they share.
+
+mod helpers;
+mod render;
+mod summary;
