@@ -336,6 +336,65 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// The result of a job, as published on the results exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum JobResult {
+    Succeeded {
+        job_id: String,
+        region: String,
+        period: String,
+        language: Language,
+        pdf: crate::storage::StoredPdf,
+        summary: serde_json::Value,
+        finished_at: String,
+        attempt: u32,
+    },
+    Failed {
+        job_id: String,
+        /// The region and period when the request gave them validly.
+        region: Option<String>,
+        period: Option<String>,
+        language: Language,
+        error: ErrorBody,
+        finished_at: String,
+        attempt: u32,
+    },
+}
+
+/// The `error` object of a failed result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl JobResult {
+    pub fn job_id(&self) -> &str {
+        match self {
+            JobResult::Succeeded { job_id, .. } | JobResult::Failed { job_id, .. } => job_id,
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        matches!(self, JobResult::Succeeded { .. })
+    }
+}
+
+/// The routing key of a result: `bulletin.<status>.<region-slug>.<period>`, with `unknown`
+/// for a region or period the request did not validly give.
+pub fn routing_key(succeeded: bool, region: Option<Region>, period: Option<Period>) -> String {
+    let status = if succeeded { "succeeded" } else { "failed" };
+    let slug = region.map_or_else(|| "unknown".to_string(), |r| r.slug());
+    let period = period.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    format!("bulletin.{status}.{slug}.{period}")
+}
+
+/// The current time as RFC 3339, for `finished_at`.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The summary a request asks for: from its inline facts if it has them, else from `store`.
 pub fn summarise(request: &Request, store: &FactSet) -> Result<Summary, JobError> {
     let facts = request.facts.as_ref().unwrap_or(store);
@@ -416,6 +475,18 @@ mod tests {
         assert!(big.error.message.contains("at most 10"), "{}", big.error.message);
         let utf8 = parse_request(b"{\"region\":\"\xff\"}", None, 100, || "x".into()).unwrap_err();
         assert!(utf8.error.message.contains("UTF-8"), "{}", utf8.error.message);
+    }
+
+    #[test]
+    fn routing_keys_follow_the_contract() {
+        let hlj = Region::parse("Heilongjiang").ok();
+        let h1 = Period::parse("2019-H1").ok();
+        assert_eq!(routing_key(true, hlj, h1), "bulletin.succeeded.heilongjiang.2019-H1");
+        assert_eq!(routing_key(false, None, h1), "bulletin.failed.unknown.2019-H1");
+        assert_eq!(
+            routing_key(false, Region::parse("内蒙古").ok(), None),
+            "bulletin.failed.inner-mongolia.unknown"
+        );
     }
 
     #[test]

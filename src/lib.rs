@@ -16,8 +16,14 @@
 //! - [`store`]: where facts come from (the embedded sample dataset or a CSV file).
 //! - [`typst`]: the typst child process.
 //! - [`render`]: summary to PDF (template, then typst).
+//! - [`storage`]: where PDFs are kept, by job id.
+//! - [`broker`]: RabbitMQ connection, topology and confirmed publishing.
+//! - [`worker`]: one job from delivery to result, and the consuming loop around it.
+//! - [`client`]: the producer and subscriber sides (`enqueue`, `subscribe`).
 //! - [`settings`] and [`telemetry`]: configuration and logging, set up once.
 
+pub mod broker;
+pub mod client;
 pub mod facts;
 pub mod job;
 pub mod narrative;
@@ -25,8 +31,10 @@ pub mod period;
 pub mod region;
 pub mod render;
 pub mod settings;
+pub mod storage;
 pub mod store;
 pub mod summary;
 pub mod telemetry;
 pub mod template;
 pub mod typst;
+pub mod worker;

@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use tradebulletin::client;
 use tradebulletin::job::{ErrorCode, JobError};
 use tradebulletin::narrative::Language;
 use tradebulletin::period::Period;
@@ -17,6 +19,7 @@ use tradebulletin::store::Store;
 use tradebulletin::summary;
 use tradebulletin::telemetry;
 use tradebulletin::typst::{Typst, TypstOptions};
+use tradebulletin::worker;
 
 /// Turns trade statistics into published bulletins.
 #[derive(Debug, Parser)]
@@ -35,6 +38,47 @@ enum Command {
     Render(RenderArgs),
     /// Prints the computed summary of a region's trade in a period.
     Summary(SummaryArgs),
+    /// Consumes requests until SIGTERM or SIGINT, then drains and exits 0.
+    Worker,
+    /// Publishes one request; with --wait, waits for its result and prints it
+    /// (exit 0 succeeded, 1 failed, 2 timed out).
+    Enqueue(EnqueueArgs),
+    /// Prints each result as one JSON line as it arrives.
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnqueueArgs {
+    /// As in `render`; checked by the worker, not here.
+    #[arg(long)]
+    region: String,
+    #[arg(long)]
+    period: String,
+    #[arg(long, default_value = "en")]
+    lang: String,
+    /// The job id (1-128 printable characters); a new UUID if not given.
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Wait for the result and print it.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 120, requires = "wait")]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct SubscribeArgs {
+    /// The binding key: `bulletin.#` for all results, `bulletin.succeeded.#`,
+    /// `bulletin.*.heilongjiang.#`...
+    #[arg(long, default_value = "bulletin.#")]
+    binding: String,
+    /// Also fetch each succeeded result's PDF into this directory, checking its sha256.
+    #[arg(long, value_name = "DIR")]
+    download: Option<PathBuf>,
+    /// Stop after this many results.
+    #[arg(long)]
+    count: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,11 +144,72 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init(&settings.log.format, &settings.log.level);
     match cli.command {
         Command::Summary(args) => summary_command(&settings, args),
-        Command::Render(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(render_command(&settings, args))
+        Command::Render(args) => current_thread()?.block_on(render_command(&settings, args)),
+        Command::Worker => tokio::runtime::Runtime::new()?.block_on(worker_command(settings)),
+        Command::Enqueue(args) => current_thread()?.block_on(enqueue_command(&settings, args)),
+        Command::Subscribe(args) => current_thread()?.block_on(subscribe_command(&settings, args)),
+    }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+async fn worker_command(settings: Settings) -> anyhow::Result<ExitCode> {
+    let shutdown = worker::shutdown_on_signals()?;
+    let store = Store::open(&settings.data.source)?;
+    let renderer = Renderer::new(typst_runner(&settings)?, settings.render.publisher.clone());
+    tracing::info!(
+        broker = %tradebulletin::settings::redact_url(&settings.amqp.url),
+        facts = store.facts().len(),
+        storage = %settings.storage.url,
+        "worker starting"
+    );
+    let worker = Arc::new(worker::Worker::new(settings, store, renderer)?);
+    worker.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn enqueue_command(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let request = client::Enqueue {
+        job_id: args.job_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        region: args.region,
+        period: args.period,
+        language: args.lang,
+    };
+    let wait = args.wait.then(|| Duration::from_secs(args.timeout));
+    let waited = client::enqueue(settings, &request, wait).await?;
+    eprintln!("enqueued job {}", request.job_id);
+    match waited {
+        None => Ok(ExitCode::SUCCESS),
+        Some(client::Waited::Result { body, succeeded }) => {
+            print_stdout(&(String::from_utf8_lossy(&body).into_owned() + "\n"))?;
+            Ok(if succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Some(client::Waited::TimedOut) => {
+            eprintln!("no result within {} s", args.timeout);
+            Ok(ExitCode::from(2))
         }
     }
+}
+
+async fn subscribe_command(settings: &Settings, args: SubscribeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = worker::shutdown_on_signals()?;
+    let stop = shutdown.cancelled_owned();
+    client::subscribe(
+        settings,
+        &args.binding,
+        args.count,
+        args.download.as_deref(),
+        stop,
+        |body| print_stdout(&(String::from_utf8_lossy(body).into_owned() + "\n")),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads the facts and computes the summary the target asks for; errors carry the

@@ -29,6 +29,7 @@ pub struct AmqpSettings {
     pub results_exchange: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    pub delivery_limit: u32,
     pub prefetch: u16,
     pub heartbeat_secs: u16,
     pub publish_timeout_secs: u64,

@@ -79,3 +79,326 @@ pub fn typst(binary: Option<&Path>, timeout: Duration) -> Typst {
 pub fn renderer() -> Renderer {
     Renderer::new(typst(None, Duration::from_secs(60)), "tests".into())
 }
+
+/// One test's own broker objects (unique names), a storage directory, and a connection.
+pub struct Bus {
+    pub prefix: String,
+    pub settings: Settings,
+    pub topology: tradebulletin::broker::Topology,
+    pub storage: tempfile::TempDir,
+    pub connection: lapin::Connection,
+    pub channel: lapin::Channel,
+}
+
+/// A result as a subscriber sees it.
+#[derive(Debug)]
+pub struct Received {
+    pub routing_key: String,
+    pub properties: lapin::BasicProperties,
+    pub body: serde_json::Value,
+}
+
+impl Received {
+    pub fn job_id(&self) -> &str {
+        self.body["job_id"].as_str().unwrap_or_default()
+    }
+
+    pub fn status(&self) -> &str {
+        self.body["status"].as_str().unwrap_or_default()
+    }
+}
+
+impl Bus {
+    /// Declares a fresh topology under unique names.
+    pub async fn new() -> Bus {
+        let prefix = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let storage = tempfile::tempdir().unwrap();
+        let mut settings = Settings::load(None).unwrap();
+        settings.amqp.request_queue = format!("{prefix}.requests");
+        settings.amqp.results_exchange = format!("{prefix}.results");
+        settings.amqp.dead_letter_exchange = format!("{prefix}.dlx");
+        settings.amqp.dead_letter_queue = format!("{prefix}.dead");
+        settings.worker.retry_delay_ms = 200;
+        settings.worker.max_attempts = 3;
+        settings.storage.url = format!("file://{}", storage.path().display());
+        let topology = tradebulletin::broker::Topology::new(&settings.amqp, &settings.worker);
+        let connection = tradebulletin::broker::connect(&settings.amqp.url, 30, "tests")
+            .await
+            .unwrap();
+        let channel = tradebulletin::broker::confirm_channel(&connection).await.unwrap();
+        topology.declare(&channel).await.unwrap();
+        Bus {
+            prefix,
+            settings,
+            topology,
+            storage,
+            connection,
+            channel,
+        }
+    }
+
+    /// The environment that points a worker process at this bus.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        vec![
+            (
+                "TRADEBULLETIN__AMQP__REQUEST_QUEUE".into(),
+                s.amqp.request_queue.clone(),
+            ),
+            (
+                "TRADEBULLETIN__AMQP__RESULTS_EXCHANGE".into(),
+                s.amqp.results_exchange.clone(),
+            ),
+            (
+                "TRADEBULLETIN__AMQP__DEAD_LETTER_EXCHANGE".into(),
+                s.amqp.dead_letter_exchange.clone(),
+            ),
+            (
+                "TRADEBULLETIN__AMQP__DEAD_LETTER_QUEUE".into(),
+                s.amqp.dead_letter_queue.clone(),
+            ),
+            (
+                "TRADEBULLETIN__WORKER__RETRY_DELAY_MS".into(),
+                s.worker.retry_delay_ms.to_string(),
+            ),
+            (
+                "TRADEBULLETIN__WORKER__MAX_ATTEMPTS".into(),
+                s.worker.max_attempts.to_string(),
+            ),
+            ("TRADEBULLETIN__STORAGE__URL".into(), s.storage.url.clone()),
+        ]
+    }
+
+    /// Starts a worker process on this bus; `extra` adds or overrides environment variables.
+    pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tradebulletin"));
+        command
+            .arg("worker")
+            .envs(self.env())
+            .env_remove("TRADEBULLETIN_CONFIG");
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("the worker starts");
+        WorkerProcess { child, log }
+    }
+
+    /// A private queue bound to the results exchange with `binding`.
+    pub async fn results(&self, binding: &str) -> lapin::Consumer {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = self
+            .channel
+            .queue_declare("".into(), options, FieldTable::default())
+            .await
+            .unwrap();
+        let name = queue.name().to_string();
+        self.channel
+            .queue_bind(
+                name.as_str().into(),
+                self.topology.results_exchange.as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.consume(&name).await
+    }
+
+    pub async fn consume(&self, queue: &str) -> lapin::Consumer {
+        use lapin::options::BasicConsumeOptions;
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        self.channel
+            .basic_consume(queue.into(), "".into(), options, lapin::types::FieldTable::default())
+            .await
+            .unwrap()
+    }
+
+    /// Publishes raw bytes as a request, with a message id.
+    pub async fn publish(&self, body: &[u8], message_id: &str, properties: lapin::BasicProperties) {
+        let properties = properties.with_message_id(message_id.into());
+        tradebulletin::broker::publish(
+            &self.channel,
+            "",
+            &self.topology.request_queue,
+            body,
+            properties,
+            true,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Publishes a request object.
+    pub async fn request(&self, body: serde_json::Value, message_id: &str) {
+        let properties = tradebulletin::broker::json_properties();
+        self.publish(body.to_string().as_bytes(), message_id, properties).await;
+    }
+
+    /// How many messages wait in a queue.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        use lapin::options::QueueDeclareOptions;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let channel = self.connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+            .await
+            .unwrap();
+        let _ = channel.close(200, "".into()).await;
+        queue.message_count()
+    }
+
+    /// The PDFs stored, as paths.
+    pub fn stored_pdfs(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "pdf") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.storage.path(), &mut out);
+        out
+    }
+
+    /// Deletes this test's queues and exchanges.
+    pub async fn cleanup(&self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        // A connection of its own: the test's may have died with a broker restart.
+        let connection = tradebulletin::broker::connect(&self.settings.amqp.url, 30, "cleanup")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let t = &self.topology;
+        let mut queues = vec![t.request_queue.clone(), t.dead_letter_queue.clone(), t.unrouted.clone()];
+        queues.extend(t.retries.iter().map(|(q, _)| q.clone()));
+        for queue in queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [&t.results_exchange, &t.unrouted, &t.dead_letter_exchange] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "".into()).await;
+    }
+}
+
+/// Waits up to `timeout` for the next message on `consumer`.
+pub async fn next(consumer: &mut lapin::Consumer, timeout: Duration) -> Option<Received> {
+    use futures_lite::StreamExt;
+    let delivery = tokio::time::timeout(timeout, consumer.next()).await.ok()??.ok()?;
+    Some(Received {
+        routing_key: delivery.routing_key.to_string(),
+        properties: delivery.properties.clone(),
+        body: serde_json::from_slice(&delivery.data).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// Collects messages until `count` arrived or `timeout` passed.
+pub async fn collect(consumer: &mut lapin::Consumer, count: usize, timeout: Duration) -> Vec<Received> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < count {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next(consumer, left).await {
+            Some(received) => out.push(received),
+            None => break,
+        }
+    }
+    out
+}
+
+/// A worker process, killed when dropped; its log is kept for failure messages.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl WorkerProcess {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns its exit status.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in typst that notes each start in `dir/started-*`, waits `delay` seconds, then runs
+/// the real typst (or crashes, while `dir/crash` exists and holds a number above 0).
+pub fn slow_typst(dir: &Path, delay: f64) -> PathBuf {
+    let real = which_typst();
+    let path = dir.join("typst");
+    let script = format!(
+        "#!/bin/sh\ntouch {dir}/started-$$\nsleep {delay}\n\
+         if [ -f {dir}/crash ]; then n=$(cat {dir}/crash); if [ \"$n\" -gt 0 ]; then echo $((n-1)) > {dir}/crash; kill -KILL $$; fi; fi\n\
+         exec {real} \"$@\"\n",
+        dir = dir.display(),
+        real = real.display(),
+    );
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// How many typst runs the stand-in has started.
+pub fn typst_starts(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("started-"))
+        .count()
+}
+
+fn which_typst() -> PathBuf {
+    let output = Command::new("sh").args(["-c", "command -v typst"]).output().unwrap();
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}

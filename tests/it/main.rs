@@ -4,3 +4,4 @@
 mod helpers;
 mod render;
 mod summary;
+mod worker;

@@ -1,0 +1,263 @@
+//! RabbitMQ: connecting (heartbeats on), the topology of the contract declared idempotently,
+//! and publishing with publisher confirms, the mandatory flag and a timeout.
+//!
+//! Topology, with names from `[amqp]`:
+//! - `bulletin.requests`: durable quorum queue with a delivery limit and at-least-once
+//!   dead-lettering to `bulletin.dlx`, which routes to `bulletin.requests.dead`;
+//! - `bulletin.requests.retry.<ms>`: one delay queue per retry step; a message waits there
+//!   for its TTL and is dead-lettered back onto the request queue;
+//! - `bulletin.results`: durable topic exchange, with `bulletin.results.unrouted` as its
+//!   alternate exchange and queue, so that a result nobody has bound a queue for is kept
+//!   rather than lost.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::settings::{AmqpSettings, WorkerSettings};
+
+/// The header that counts a job's attempts across retries.
+pub const ATTEMPT_HEADER: &str = "x-tradebulletin-attempt";
+
+/// The names and settings of the broker objects the worker uses.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub request_queue: String,
+    pub results_exchange: String,
+    pub unrouted: String,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    pub delivery_limit: u32,
+    /// The delay queue of each retry, in order: (queue name, delay).
+    pub retries: Vec<(String, Duration)>,
+}
+
+impl Topology {
+    pub fn new(amqp: &AmqpSettings, worker: &WorkerSettings) -> Topology {
+        let retries = (0..worker.max_attempts.saturating_sub(1))
+            .map(|step| {
+                let delay = worker.retry_delay_ms.saturating_mul(1 << step.min(16));
+                (
+                    format!("{}.retry.{delay}ms", amqp.request_queue),
+                    Duration::from_millis(delay),
+                )
+            })
+            .collect();
+        Topology {
+            request_queue: amqp.request_queue.clone(),
+            results_exchange: amqp.results_exchange.clone(),
+            unrouted: format!("{}.unrouted", amqp.results_exchange),
+            dead_letter_exchange: amqp.dead_letter_exchange.clone(),
+            dead_letter_queue: amqp.dead_letter_queue.clone(),
+            delivery_limit: amqp.delivery_limit,
+            retries,
+        }
+    }
+
+    /// The delay queue for the retry after attempt `attempt` (1-based), if retries remain.
+    pub fn retry_queue(&self, attempt: u32) -> Option<&(String, Duration)> {
+        self.retries.get(attempt.checked_sub(1)? as usize)
+    }
+
+    /// Declares everything; safe to repeat, and what every worker does at start.
+    pub async fn declare(&self, channel: &Channel) -> anyhow::Result<()> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("while declaring exchange {}", self.dead_letter_exchange))?;
+        let mut dead_args = FieldTable::default();
+        dead_args.insert("x-queue-type".into(), string("quorum"));
+        declare_queue(channel, &self.dead_letter_queue, durable, dead_args).await?;
+        bind(channel, &self.dead_letter_queue, &self.dead_letter_exchange, "#").await?;
+
+        let mut request_args = FieldTable::default();
+        request_args.insert("x-queue-type".into(), string("quorum"));
+        request_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(self.delivery_limit.into()),
+        );
+        request_args.insert("x-dead-letter-exchange".into(), string(&self.dead_letter_exchange));
+        request_args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+        request_args.insert("x-overflow".into(), string("reject-publish"));
+        declare_queue(channel, &self.request_queue, durable, request_args).await?;
+
+        for (queue, delay) in &self.retries {
+            let mut args = FieldTable::default();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
+            args.insert("x-dead-letter-exchange".into(), string(""));
+            args.insert("x-dead-letter-routing-key".into(), string(&self.request_queue));
+            declare_queue(channel, queue, durable, args).await?;
+        }
+
+        channel
+            .exchange_declare(
+                self.unrouted.as_str().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("while declaring exchange {}", self.unrouted))?;
+        let mut unrouted_args = FieldTable::default();
+        unrouted_args.insert("x-max-length".into(), AMQPValue::LongLongInt(100_000));
+        declare_queue(channel, &self.unrouted, durable, unrouted_args).await?;
+        bind(channel, &self.unrouted, &self.unrouted, "#").await?;
+        let mut results_args = FieldTable::default();
+        results_args.insert("alternate-exchange".into(), string(&self.unrouted));
+        channel
+            .exchange_declare(
+                self.results_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable_exchange,
+                results_args,
+            )
+            .await
+            .with_context(|| format!("while declaring exchange {}", self.results_exchange))?;
+        Ok(())
+    }
+}
+
+fn string(text: &str) -> AMQPValue {
+    AMQPValue::LongString(text.into())
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+    args: FieldTable,
+) -> anyhow::Result<()> {
+    channel
+        .queue_declare(name.into(), options, args)
+        .await
+        .with_context(|| format!("while declaring queue {name}"))?;
+    Ok(())
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("while binding {queue} to {exchange}"))
+}
+
+/// Connects with heartbeats on; the URL's own `heartbeat` parameter wins if it has one.
+pub async fn connect(url: &str, heartbeat_secs: u16, name: &str) -> anyhow::Result<Connection> {
+    let url = if url.contains("heartbeat=") {
+        url.to_string()
+    } else {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}heartbeat={heartbeat_secs}")
+    };
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(&url, properties)
+        .await
+        .with_context(|| format!("while connecting to {}", crate::settings::redact_url(&url)))
+}
+
+/// A channel in confirm mode, for publishing.
+pub async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
+    let channel = connection
+        .create_channel()
+        .await
+        .context("while opening a publishing channel")?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .context("while enabling publisher confirms")?;
+    Ok(channel)
+}
+
+/// Properties of a persistent JSON message.
+pub fn json_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+}
+
+/// Publishes and waits for the broker's confirm. Fails when the broker nacks, returns the
+/// message as unroutable (with `mandatory`), or does not answer within `timeout`.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let options = BasicPublishOptions {
+        mandatory,
+        ..BasicPublishOptions::default()
+    };
+    let confirmed = tokio::time::timeout(timeout, async {
+        channel
+            .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+            .await?
+            .await
+    })
+    .await;
+    let destination = if exchange.is_empty() {
+        format!("queue {routing_key}")
+    } else {
+        format!("exchange {exchange}")
+    };
+    match confirmed {
+        Err(_) => bail!("the broker did not confirm a publish to {destination} within {timeout:?}"),
+        Ok(Err(e)) => Err(e).with_context(|| format!("while publishing to {destination}")),
+        Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+            bail!(
+                "the broker returned a publish to {destination} key {routing_key} as unroutable ({})",
+                returned.reply_text
+            )
+        }
+        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(Confirmation::Nack(_))) => bail!("the broker refused a publish to {destination}"),
+        Ok(Ok(Confirmation::NotRequested)) => bail!("publisher confirms are off on this channel"),
+    }
+}
+
+/// Reads an integer header, whatever integer type the producer used.
+pub fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
+    let value = properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(&ShortString::from(name))?
+        .clone();
+    let n: i64 = match value {
+        AMQPValue::ShortShortInt(v) => v.into(),
+        AMQPValue::ShortShortUInt(v) => v.into(),
+        AMQPValue::ShortInt(v) => v.into(),
+        AMQPValue::ShortUInt(v) => v.into(),
+        AMQPValue::LongInt(v) => v.into(),
+        AMQPValue::LongUInt(v) => v.into(),
+        AMQPValue::LongLongInt(v) => v,
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
