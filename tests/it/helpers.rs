@@ -402,3 +402,15 @@ fn which_typst() -> PathBuf {
     let output = Command::new("sh").args(["-c", "command -v typst"]).output().unwrap();
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
+
+/// Checks `value` against the project's JSON Schema `docs/schema/<name>.schema.json`.
+pub fn assert_schema(name: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("docs/schema/{name}.schema.json"));
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name} schema rejects {value}: {errors:?}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tradebulletin::storage::sha256_hex;
 
-use crate::helpers::{Bus, collect, next, pdf_text, slow_typst, squeeze, typst_starts};
+use crate::helpers::{Bus, assert_schema, collect, next, pdf_text, slow_typst, squeeze, typst_starts};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -40,6 +40,8 @@ async fn one_request_gives_one_result_there_and_on_reply_to() {
         .await;
 
     let result = next(&mut results, WAIT).await.expect("a result");
+    assert_schema("request", &hlj("job-one"));
+    assert_schema("result", &result.body);
     assert_eq!(result.routing_key, "bulletin.succeeded.heilongjiang.2019-H1");
     assert_eq!(result.status(), "succeeded");
     assert_eq!(result.job_id(), "job-one");
@@ -238,6 +240,7 @@ async fn a_job_that_keeps_failing_for_passing_reasons_fails_and_is_dead_lettered
     assert_eq!(result.routing_key, "bulletin.failed.heilongjiang.2019-H1");
     assert_eq!(result.body["error"]["code"], "render_failed");
     assert_eq!(result.body["attempt"], 3, "max_attempts is 3 on the test bus");
+    assert_schema("result", &result.body);
     assert_eq!(typst_starts(dir.path()), 3);
     let mut dead = bus.consume(&bus.topology.dead_letter_queue).await;
     let letter = next(&mut dead, Duration::from_secs(10))
@@ -405,4 +408,12 @@ fn enqueue_wait_and_subscribe_download_from_the_command_line() {
     assert_eq!(line["pdf"]["sha256"], sha256_hex(&pdf));
     assert!(squeeze(&crate::helpers::pdf_bytes_text(&pdf)).contains("Jilin"));
     runtime.block_on(bus.cleanup());
+}
+
+#[test]
+#[should_panic(expected = "result schema rejects")]
+fn the_result_schema_rejects_a_result_without_its_pdf() {
+    let body = json!({"job_id": "x", "status": "succeeded", "region": "Jilin", "period": "2019", "language": "en",
+        "summary": {}, "finished_at": "2019-07-19T00:00:00Z", "attempt": 1});
+    assert_schema("result", &body);
 }
