@@ -20,11 +20,13 @@
 //! - [`broker`]: RabbitMQ connection, topology and confirmed publishing.
 //! - [`worker`]: one job from delivery to result, and the consuming loop around it.
 //! - [`client`]: the producer and subscriber sides (`enqueue`, `subscribe`).
+//! - [`http`]: health, readiness and Prometheus metrics.
 //! - [`settings`] and [`telemetry`]: configuration and logging, set up once.
 
 pub mod broker;
 pub mod client;
 pub mod facts;
+pub mod http;
 pub mod job;
 pub mod narrative;
 pub mod period;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use tokio_util::sync::CancellationToken;
 use tradebulletin::client;
 use tradebulletin::job::{ErrorCode, JobError};
 use tradebulletin::narrative::Language;
@@ -45,6 +46,8 @@ enum Command {
     Enqueue(EnqueueArgs),
     /// Prints each result as one JSON line as it arrives.
     Subscribe(SubscribeArgs),
+    /// Asks a running worker's /healthz (on http.listen): exit 0 when healthy, 1 otherwise.
+    Healthcheck,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +151,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker => tokio::runtime::Runtime::new()?.block_on(worker_command(settings)),
         Command::Enqueue(args) => current_thread()?.block_on(enqueue_command(&settings, args)),
         Command::Subscribe(args) => current_thread()?.block_on(subscribe_command(&settings, args)),
+        Command::Healthcheck => current_thread()?.block_on(async {
+            let status = tradebulletin::http::probe(&settings.http.listen, "/healthz").await?;
+            println!("/healthz: {status}");
+            Ok(if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }),
     }
 }
 
@@ -165,8 +177,22 @@ async fn worker_command(settings: Settings) -> anyhow::Result<ExitCode> {
         storage = %settings.storage.url,
         "worker starting"
     );
-    let worker = Arc::new(worker::Worker::new(settings, store, renderer)?);
+    let metrics = tradebulletin::http::install_metrics()?;
+    let health = tradebulletin::http::Health::new();
+    let listener = tokio::net::TcpListener::bind(&settings.http.listen)
+        .await
+        .with_context(|| format!("while listening on http.listen {}", settings.http.listen))?;
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(tradebulletin::http::serve(
+        listener,
+        health.clone(),
+        metrics,
+        http_stop.clone(),
+    ));
+    let worker = Arc::new(worker::Worker::new(settings, store, renderer, health)?);
     worker.run(shutdown).await?;
+    http_stop.cancel();
+    let _ = http.await;
     Ok(ExitCode::SUCCESS)
 }
 

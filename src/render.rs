@@ -22,6 +22,8 @@ pub struct Bulletin {
     pub pdf: Vec<u8>,
     /// The Typst source that was compiled.
     pub source: String,
+    /// How long typst took.
+    pub compile_time: std::time::Duration,
 }
 
 /// Fills templates and drives typst. Build once and share.
@@ -67,8 +69,13 @@ impl Renderer {
             .expect("midnight exists")
             .and_utc()
             .timestamp();
+        let started = std::time::Instant::now();
         let pdf = self.typst.compile(&source, language, created).await?;
-        Ok(Bulletin { pdf, source })
+        Ok(Bulletin {
+            pdf,
+            source,
+            compile_time: started.elapsed(),
+        })
     }
 }
 

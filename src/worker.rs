@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
 use crate::broker::{self, ATTEMPT_HEADER, Topology};
+use crate::http::{Health, names};
 use crate::job::{self, ErrorBody, ErrorCode, JobError, JobResult, Rejected, Request};
 use crate::render::{self, Renderer};
 use crate::settings::Settings;
@@ -51,12 +52,13 @@ pub struct Worker {
     storage: Storage,
     /// How many jobs run at once.
     slots: Arc<Semaphore>,
+    health: Arc<Health>,
 }
 
 impl Worker {
     /// Builds a worker from validated settings: loads the facts, checks typst's fonts and the
     /// storage URL, all before any message is taken.
-    pub fn new(settings: Settings, store: Store, renderer: Renderer) -> anyhow::Result<Worker> {
+    pub fn new(settings: Settings, store: Store, renderer: Renderer, health: Arc<Health>) -> anyhow::Result<Worker> {
         let storage = Storage::open(&settings.storage.url)?;
         let topology = Topology::new(&settings.amqp, &settings.worker);
         let slots = Arc::new(Semaphore::new(settings.worker.concurrency));
@@ -67,6 +69,7 @@ impl Worker {
             renderer,
             storage,
             slots,
+            health,
         })
     }
 
@@ -79,7 +82,10 @@ impl Worker {
         let tracker = TaskTracker::new();
         let mut backoff = Duration::from_millis(250);
         while !shutdown.is_cancelled() {
-            match self.session(&shutdown, &tracker).await {
+            self.health.beat();
+            let ended = self.session(&shutdown, &tracker).await;
+            self.health.set_consuming(false);
+            match ended {
                 Ok(()) => backoff = Duration::from_millis(250),
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "broker session ended");
@@ -123,26 +129,35 @@ impl Worker {
             .await
             .with_context(|| format!("while consuming {}", self.topology.request_queue))?;
         tracing::info!(queue = %self.topology.request_queue, concurrency = self.settings.worker.concurrency, "consuming");
+        self.health.set_consuming(true);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut permit = None;
         loop {
-            let permit = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => break,
-                permit = self.slots.clone().acquire_owned() => permit.context("the job slots closed")?,
-            };
-            let delivery = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => delivery,
-                    Some(Err(e)) => return Err(e).context("while consuming"),
-                    None => anyhow::bail!("the broker cancelled the consumer"),
-                },
-            };
-            let worker = Arc::clone(self);
-            let publisher = publisher.clone();
-            tracker.spawn(async move {
-                worker.handle(delivery, &publisher).await;
-                drop(permit);
-            });
+                _ = tick.tick() => self.health.beat(),
+                acquired = self.slots.clone().acquire_owned(), if permit.is_none() => {
+                    permit = Some(acquired.context("the job slots closed")?);
+                }
+                next = consumer.next(), if permit.is_some() => {
+                    let delivery = match next {
+                        Some(Ok(delivery)) => delivery,
+                        Some(Err(e)) => return Err(e).context("while consuming"),
+                        None => anyhow::bail!("the broker cancelled the consumer"),
+                    };
+                    let permit = permit.take();
+                    let worker = Arc::clone(self);
+                    let publisher = publisher.clone();
+                    tracker.spawn(async move {
+                        metrics::gauge!(names::IN_FLIGHT).increment(1.0);
+                        worker.handle(delivery, &publisher).await;
+                        metrics::gauge!(names::IN_FLIGHT).decrement(1.0);
+                        drop(permit);
+                    });
+                }
+            }
         }
+        self.health.set_consuming(false);
         self.drain(&connection, &consuming, &tag, tracker).await;
         Ok(())
     }
@@ -181,6 +196,7 @@ impl Worker {
             outcome = field::Empty,
             summary_ms = field::Empty,
             render_ms = field::Empty,
+            compile_ms = field::Empty,
             store_ms = field::Empty,
             publish_ms = field::Empty,
         );
@@ -193,7 +209,14 @@ impl Worker {
                 tracing::error!(parent: &span, "job panicked");
                 Outcome::Requeue
             });
-        span.record("outcome", format!("{outcome:?}"));
+        let label = match &outcome {
+            Outcome::Ack => "ack",
+            Outcome::Retried { .. } => "retried",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Requeue => "requeue",
+        };
+        span.record("outcome", label);
+        metrics::counter!(names::JOBS, "outcome" => label).increment(1);
         let settled = match &outcome {
             Outcome::Ack | Outcome::Retried { .. } => delivery.ack(BasicAckOptions::default()).await,
             Outcome::DeadLetter => {
@@ -279,7 +302,7 @@ impl Worker {
         let span = tracing::Span::current();
         let started = Instant::now();
         let summary = job::summarise(request, self.store.facts())?;
-        span.record("summary_ms", elapsed_ms(started));
+        stage(&span, "summary", started.elapsed());
         let key = Storage::key(&request.region.slug(), &request.period.to_string(), &request.job_id);
         let storage_error = |e: anyhow::Error| JobError::transient(ErrorCode::Internal, format!("storage: {e:#}"));
         let stored = match self.storage.find(&key).await.map_err(storage_error)? {
@@ -293,10 +316,11 @@ impl Worker {
                     .renderer
                     .render(&summary, request.language, render::issue_date())
                     .await?;
-                span.record("render_ms", elapsed_ms(started));
+                stage(&span, "render", started.elapsed());
+                stage(&span, "compile", bulletin.compile_time);
                 let started = Instant::now();
                 let stored = self.storage.put(&key, &bulletin.pdf).await.map_err(storage_error)?;
-                span.record("store_ms", elapsed_ms(started));
+                stage(&span, "store", started.elapsed());
                 stored
             }
         };
@@ -342,7 +366,7 @@ impl Worker {
                 tracing::warn!(error = format!("{e:#}"), reply_to = %reply_to, "reply not confirmed");
             }
         }
-        tracing::Span::current().record("publish_ms", elapsed_ms(started));
+        stage(&tracing::Span::current(), "publish", started.elapsed());
         Outcome::Ack
     }
 
@@ -362,6 +386,7 @@ impl Worker {
         let timeout = Duration::from_secs(self.settings.amqp.publish_timeout_secs);
         match broker::publish(publisher, "", queue, &delivery.data, properties, true, timeout).await {
             Ok(()) => {
+                metrics::counter!(names::RETRIES).increment(1);
                 tracing::info!(queue = %queue, ?delay, next_attempt = attempt + 1, "retry scheduled");
                 Outcome::Retried { queue: queue.clone() }
             }
@@ -391,8 +416,10 @@ fn failed_result(rejected: &Rejected, attempt: u32) -> JobResult {
     }
 }
 
-fn elapsed_ms(started: Instant) -> u64 {
-    started.elapsed().as_millis() as u64
+/// Records a stage's time on the job's span (`<stage>_ms`) and in its histogram.
+fn stage(span: &tracing::Span, name: &'static str, took: Duration) {
+    span.record(format!("{name}_ms").as_str(), took.as_millis() as u64);
+    metrics::histogram!(names::STAGE_SECONDS, "stage" => name).record(took.as_secs_f64());
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT.

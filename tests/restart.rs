@@ -49,7 +49,12 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
     // Each compile takes half a second longer, so that jobs are in flight across the restart.
     let dir = tempfile::tempdir().unwrap();
     let typst = helpers::slow_typst(dir.path(), 0.5);
-    let _worker = bus.spawn_worker(&[("TRADEBULLETIN__RENDER__TYPST", typst.to_str().unwrap())]);
+    let worker = bus.spawn_worker(&[("TRADEBULLETIN__RENDER__TYPST", typst.to_str().unwrap())]);
+    assert!(
+        helpers::wait_for_status(worker.port, "/readyz", 200, Duration::from_secs(30)),
+        "{}",
+        worker.log()
+    );
     let jobs = 12;
     for i in 0..jobs {
         bus.request(
@@ -64,9 +69,22 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     rabbitmqctl(&["stop_app"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        helpers::wait_for_status(worker.port, "/readyz", 503, Duration::from_secs(30)),
+        "not ready while the broker is down"
+    );
+    assert_eq!(
+        helpers::http_get(worker.port, "/healthz").unwrap().0,
+        200,
+        "alive all the same"
+    );
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
+    assert!(
+        helpers::wait_for_status(worker.port, "/readyz", 200, Duration::from_secs(60)),
+        "ready again: {}",
+        worker.log()
+    );
 
     let settings = &bus.settings;
     let connection = tradebulletin::broker::connect(&settings.amqp.url, 30, "restart test")

@@ -172,10 +172,12 @@ impl Bus {
     /// Starts a worker process on this bus; `extra` adds or overrides environment variables.
     pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
         let log = tempfile::NamedTempFile::new().unwrap();
+        let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_tradebulletin"));
         command
             .arg("worker")
             .envs(self.env())
+            .env("TRADEBULLETIN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env_remove("TRADEBULLETIN_CONFIG");
         for (key, value) in extra {
             command.env(key, value);
@@ -185,7 +187,7 @@ impl Bus {
             .stderr(log.reopen().unwrap())
             .spawn()
             .expect("the worker starts");
-        WorkerProcess { child, log }
+        WorkerProcess { child, log, port }
     }
 
     /// A private queue bound to the results exchange with `binding`.
@@ -336,6 +338,45 @@ pub async fn collect(consumer: &mut lapin::Consumer, count: usize, timeout: Dura
 pub struct WorkerProcess {
     pub child: std::process::Child,
     log: tempfile::NamedTempFile,
+    /// The port of its health and metrics endpoint.
+    pub port: u16,
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GETs `path` from a local port: the status and the body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `path` until it answers `status`, up to `timeout`.
+pub fn wait_for_status(port: u16, path: &str, status: u16, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if http_get(port, path).is_some_and(|(s, _)| s == status) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 impl WorkerProcess {

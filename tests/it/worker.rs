@@ -32,7 +32,7 @@ async fn one_request_gives_one_result_there_and_on_reply_to() {
         .await
         .unwrap();
     let mut replies = bus.consume(reply.name().as_str()).await;
-    let _worker = bus.spawn_worker(&[]);
+    let worker = bus.spawn_worker(&[]);
     let properties = tradebulletin::broker::json_properties()
         .with_reply_to(reply.name().clone())
         .with_correlation_id("corr-42".into());
@@ -53,6 +53,27 @@ async fn one_request_gives_one_result_there_and_on_reply_to() {
     assert_eq!(result.body["pdf"]["sha256"], sha256_hex(&pdf));
     assert_eq!(result.body["pdf"]["bytes"], pdf.len());
     assert!(path.ends_with("/heilongjiang/2019-H1/job-one.pdf"), "{path}");
+
+    let (status, metrics) = crate::helpers::http_get(worker.port, "/metrics").expect("metrics answer");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tradebulletin_jobs_total{outcome=\"ack\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tradebulletin_stage_seconds_count{stage=\"compile\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tradebulletin_broker_connected 1"), "{metrics}");
+    assert!(!metrics.contains("guest"), "no credentials in metrics");
+    assert_eq!(crate::helpers::http_get(worker.port, "/healthz").unwrap().0, 200);
+    assert!(crate::helpers::wait_for_status(worker.port, "/readyz", 200, Duration::from_secs(10)));
+    let healthcheck = std::process::Command::new(env!("CARGO_BIN_EXE_tradebulletin"))
+        .arg("healthcheck")
+        .env("TRADEBULLETIN__HTTP__LISTEN", format!("0.0.0.0:{}", worker.port))
+        .status()
+        .unwrap();
+    assert!(healthcheck.success());
 
     let replied = next(&mut replies, WAIT).await.expect("a reply");
     assert_eq!(replied.body, result.body);
