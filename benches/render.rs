@@ -12,7 +12,6 @@ use tradebulletin::period::Period;
 use tradebulletin::region::Region;
 use tradebulletin::render::Renderer;
 use tradebulletin::settings::Settings;
-use tradebulletin::store::Store;
 use tradebulletin::summary::summarise;
 use tradebulletin::typst::{Typst, TypstOptions, write_sources};
 
@@ -28,9 +27,9 @@ fn bench(c: &mut Criterion) {
     .expect("scripts/setup has installed the fonts");
     let options = typst.options().clone();
     let renderer = Renderer::new(typst, "bench".into());
-    let store = Store::open("builtin").unwrap();
+    let store = tradebulletin::store::builtin();
     let summary = summarise(
-        store.facts(),
+        &store,
         Region::parse("Heilongjiang").unwrap(),
         Period::parse("2019-H1").unwrap(),
     )

@@ -8,7 +8,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tradebulletin::facts::FactSet;
 use tradebulletin::period::Period;
 use tradebulletin::region::Region;
-use tradebulletin::store::Store;
 use tradebulletin::summary::summarise;
 
 /// Monthly facts for every province and the nation: World and `partners` partners, three
@@ -49,11 +48,11 @@ fn generated(partners: usize, years: std::ops::RangeInclusive<i32>) -> FactSet {
 }
 
 fn bench(c: &mut Criterion) {
-    let store = Store::open("builtin").unwrap();
+    let store = tradebulletin::store::builtin();
     let hlj = Region::parse("Heilongjiang").unwrap();
     let h1 = Period::parse("2019-H1").unwrap();
     c.bench_function("summary/sample Heilongjiang 2019-H1", |b| {
-        b.iter(|| summarise(store.facts(), hlj, h1).unwrap())
+        b.iter(|| summarise(&store, hlj, h1).unwrap())
     });
     let started = std::time::Instant::now();
     let big = generated(200, 2016..=2020);

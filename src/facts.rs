@@ -39,7 +39,8 @@ pub enum Flow {
 impl Flow {
     pub const ALL: [Flow; 3] = [Flow::Total, Flow::Exports, Flow::Imports];
 
-    fn parse(text: &str) -> Option<Flow> {
+    /// Parses a flow name, in any case (`export`/`import` too).
+    pub fn parse(text: &str) -> Option<Flow> {
         match text.trim().to_ascii_lowercase().as_str() {
             "total" => Some(Flow::Total),
             "exports" | "export" => Some(Flow::Exports),
@@ -191,14 +192,18 @@ pub struct FactSet {
 /// Where a fact was read: a CSV line or an index in an inline list.
 #[derive(Debug, Clone, Copy)]
 enum Place {
-    Line(u64),
+    /// A line of the loader's file number `file`.
+    Line {
+        file: usize,
+        line: u64,
+    },
     Index(usize),
 }
 
 /// Collects facts and errors during one load, so that nothing is half-loaded.
 struct Loader {
-    /// How messages name the input: a file name, or `facts` for an inline list.
-    name: String,
+    /// How messages name the inputs: file names, or `facts` for an inline list.
+    names: Vec<String>,
     set: FactSet,
     places: HashMap<(Region, SeriesKey, Period), Place>,
     errors: Vec<String>,
@@ -209,7 +214,7 @@ struct Loader {
 impl Loader {
     fn new(name: &str) -> Loader {
         Loader {
-            name: name.to_string(),
+            names: vec![name.to_string()],
             set: FactSet::default(),
             places: HashMap::new(),
             errors: Vec::new(),
@@ -236,8 +241,8 @@ impl Loader {
 
     fn describe_place(&self, place: Place) -> String {
         match place {
-            Place::Line(line) => format!("{} line {line}", self.name),
-            Place::Index(index) => format!("{}[{index}]", self.name),
+            Place::Line { file, line } => format!("{} line {line}", self.names[file]),
+            Place::Index(index) => format!("{}[{index}]", self.names[0]),
         }
     }
 
@@ -485,76 +490,23 @@ impl FactSet {
     /// Loads and validates a CSV file with the contract's columns (plus optional `source` and
     /// `note`). `name` is how messages refer to the file.
     pub fn from_csv_reader(name: &str, reader: impl Read) -> Result<FactSet, FactError> {
-        let invalid = |message: String| FactError {
-            kind: FactErrorKind::Invalid,
-            message,
-        };
-        let mut csv = csv::ReaderBuilder::new()
-            .flexible(false)
-            .trim(csv::Trim::All)
-            .from_reader(reader);
-        let headers = csv
-            .headers()
-            .map_err(|e| invalid(format!("{name}: cannot read the header line: {e}")))?
-            .clone();
-        let column = |field: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(field));
-        let mut columns = HashMap::new();
-        for field in [
-            "region", "period", "partner", "flow", "product", "value", "currency", "source", "note",
-        ] {
-            if let Some(at) = column(field) {
-                columns.insert(field, at);
-            }
-        }
-        let missing: Vec<&str> = ["region", "period", "flow", "value", "currency"]
-            .into_iter()
-            .filter(|f| !columns.contains_key(f))
-            .collect();
-        if !missing.is_empty() {
-            return Err(invalid(format!(
-                "{name} line 1: the header lacks the column(s) {}; expected region,period,partner,flow,product,value,currency",
-                missing.join(", ")
-            )));
-        }
         let mut loader = Loader::new(name);
-        let mut record = csv::StringRecord::new();
-        loop {
-            match csv.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {
-                    let line = record.position().map_or(0, |p| p.line());
-                    let get = |field: &str| columns.get(field).and_then(|&at| record.get(at));
-                    let raw = RawFields {
-                        region: get("region"),
-                        period: get("period"),
-                        partner: get("partner"),
-                        flow: get("flow"),
-                        product: get("product"),
-                        value: get("value"),
-                        currency: get("currency"),
-                        source: get("source"),
-                        note: get("note"),
-                    };
-                    loader.add(Place::Line(line), &raw);
-                }
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    let why = match e.kind() {
-                        csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".to_string(),
-                        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-                            format!("has {len} fields where the header has {expected_len}")
-                        }
-                        _ => e.to_string(),
-                    };
-                    loader.error(format!("{name} line {line}: {why}"));
-                    if !matches!(
-                        e.kind(),
-                        csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
-                    ) {
-                        break;
-                    }
-                }
-            }
+        read_csv(&mut loader, 0, reader)?;
+        loader.finish()
+    }
+
+    /// Loads and validates several CSV files as one set: a fact repeated across files with a
+    /// different value, or a total in one file that its exports and imports in another
+    /// contradict, is an error naming both places.
+    pub fn from_csv_paths(paths: &[std::path::PathBuf]) -> Result<FactSet, FactError> {
+        let mut loader = Loader::new("");
+        loader.names = paths.iter().map(|p| p.display().to_string()).collect();
+        for (index, path) in paths.iter().enumerate() {
+            let file = std::fs::File::open(path).map_err(|e| FactError {
+                kind: FactErrorKind::Invalid,
+                message: format!("cannot open facts file {}: {e}", path.display()),
+            })?;
+            read_csv(&mut loader, index, std::io::BufReader::new(file))?;
         }
         loader.finish()
     }
@@ -746,6 +698,83 @@ fn tile(period: &Period, inside: &[(&Period, &Observation)]) -> Option<Found> {
     found.sources.dedup();
     found.notes.dedup();
     Some(found)
+}
+
+/// Reads one CSV file's facts into `loader`; `file` is its index among the loader's names.
+/// Fails at once only when the header is unusable; row errors are collected in the loader.
+fn read_csv(loader: &mut Loader, file: usize, reader: impl Read) -> Result<(), FactError> {
+    let name = loader.names[file].clone();
+    let invalid = |message: String| FactError {
+        kind: FactErrorKind::Invalid,
+        message,
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let headers = csv
+        .headers()
+        .map_err(|e| invalid(format!("{name}: cannot read the header line: {e}")))?
+        .clone();
+    let column = |field: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(field));
+    let mut columns = HashMap::new();
+    for field in [
+        "region", "period", "partner", "flow", "product", "value", "currency", "source", "note",
+    ] {
+        if let Some(at) = column(field) {
+            columns.insert(field, at);
+        }
+    }
+    let missing: Vec<&str> = ["region", "period", "flow", "value", "currency"]
+        .into_iter()
+        .filter(|f| !columns.contains_key(f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(format!(
+            "{name} line 1: the header lacks the column(s) {}; expected region,period,partner,flow,product,value,currency",
+            missing.join(", ")
+        )));
+    }
+    let mut record = csv::StringRecord::new();
+    loop {
+        match csv.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(0, |p| p.line());
+                let get = |field: &str| columns.get(field).and_then(|&at| record.get(at));
+                let raw = RawFields {
+                    region: get("region"),
+                    period: get("period"),
+                    partner: get("partner"),
+                    flow: get("flow"),
+                    product: get("product"),
+                    value: get("value"),
+                    currency: get("currency"),
+                    source: get("source"),
+                    note: get("note"),
+                };
+                loader.add(Place::Line { file, line }, &raw);
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let why = match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".to_string(),
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("has {len} fields where the header has {expected_len}")
+                    }
+                    _ => e.to_string(),
+                };
+                loader.error(format!("{name} line {line}: {why}"));
+                if !matches!(
+                    e.kind(),
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
+                ) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {

@@ -395,10 +395,16 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The summary a request asks for: from its inline facts if it has them, else from `store`.
-pub fn summarise(request: &Request, store: &FactSet) -> Result<Summary, JobError> {
-    let facts = request.facts.as_ref().unwrap_or(store);
-    Ok(summary::summarise(facts, request.region, request.period)?)
+/// The summary a request asks for: from its inline facts if it has them, else from the
+/// store's facts.
+pub async fn summarise(request: &Request, store: &crate::store::Store) -> Result<Summary, JobError> {
+    match &request.facts {
+        Some(facts) => Ok(summary::summarise(facts, request.region, request.period)?),
+        None => {
+            let facts = store.facts_for(request.region, request.period).await?;
+            Ok(summary::summarise(&facts, request.region, request.period)?)
+        }
+    }
 }
 
 #[cfg(test)]

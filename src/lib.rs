@@ -13,7 +13,8 @@
 //! - [`job`]: the request of the contract, checked at the boundary, and the error codes.
 //!
 //! I/O lives at the edges:
-//! - [`store`]: where facts come from (the embedded sample dataset or a CSV file).
+//! - [`store`]: where facts come from (the embedded sample dataset, a CSV file, PostgreSQL).
+//! - [`pgstore`]: PostgreSQL: migrations, COPY import, the per-summary query.
 //! - [`typst`]: the typst child process.
 //! - [`render`]: summary to PDF (template, then typst).
 //! - [`storage`]: where PDFs are kept, by job id.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod job;
 pub mod narrative;
 pub mod period;
+pub mod pgstore;
 pub mod region;
 pub mod render;
 pub mod settings;

@@ -46,6 +46,8 @@ enum Command {
     Enqueue(EnqueueArgs),
     /// Prints each result as one JSON line as it arrives.
     Subscribe(SubscribeArgs),
+    /// Validates facts files and loads them into PostgreSQL, all or nothing.
+    Import(ImportArgs),
     /// Asks a running worker's /healthz (on http.listen): exit 0 when healthy, 1 otherwise.
     Healthcheck,
 }
@@ -68,6 +70,16 @@ struct EnqueueArgs {
     /// Seconds to wait with --wait.
     #[arg(long, default_value_t = 120, requires = "wait")]
     timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// CSV facts files (the columns of the contract).
+    #[arg(required = true, value_name = "FILE.csv")]
+    files: Vec<PathBuf>,
+    /// The database; data.source when not given.
+    #[arg(long, value_name = "URL")]
+    into: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,7 +158,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log.format, &settings.log.level);
     match cli.command {
-        Command::Summary(args) => summary_command(&settings, args),
+        Command::Summary(args) => current_thread()?.block_on(summary_command(&settings, args)),
+        Command::Import(args) => current_thread()?.block_on(import_command(&settings, args)),
         Command::Render(args) => current_thread()?.block_on(render_command(&settings, args)),
         Command::Worker => tokio::runtime::Runtime::new()?.block_on(worker_command(settings)),
         Command::Enqueue(args) => current_thread()?.block_on(enqueue_command(&settings, args)),
@@ -169,11 +182,11 @@ fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn worker_command(settings: Settings) -> anyhow::Result<ExitCode> {
     let shutdown = worker::shutdown_on_signals()?;
-    let store = Store::open(&settings.data.source)?;
+    let store = Store::open(&settings.data.source).await?;
     let renderer = Renderer::new(typst_runner(&settings)?, settings.render.publisher.clone());
     tracing::info!(
         broker = %tradebulletin::settings::redact_url(&settings.amqp.url),
-        facts = store.facts().len(),
+        facts = %store.describe(),
         storage = %settings.storage.url,
         "worker starting"
     );
@@ -223,6 +236,30 @@ async fn enqueue_command(settings: &Settings, args: EnqueueArgs) -> anyhow::Resu
     }
 }
 
+async fn import_command(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let url = args.into.as_deref().unwrap_or(&settings.data.source);
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        anyhow::bail!("import loads into PostgreSQL: give --into postgres://... or set data.source to one");
+    }
+    let started = std::time::Instant::now();
+    let facts = tradebulletin::facts::FactSet::from_csv_paths(&args.files)?;
+    let validated = started.elapsed();
+    let db = tradebulletin::pgstore::PgStore::connect(url).await?;
+    db.migrate().await?;
+    let report = db.import(&facts).await?;
+    let seconds = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "imported {} facts from {} file(s): {} inserted or changed; validated in {:.2} s, loaded in {:.2} s ({:.0} rows/s)",
+        report.rows,
+        args.files.len(),
+        report.changed,
+        validated.as_secs_f64(),
+        seconds,
+        report.rows as f64 / seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn subscribe_command(settings: &Settings, args: SubscribeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = worker::shutdown_on_signals()?;
     let stop = shutdown.cancelled_owned();
@@ -240,20 +277,23 @@ async fn subscribe_command(settings: &Settings, args: SubscribeArgs) -> anyhow::
 
 /// Loads the facts and computes the summary the target asks for; errors carry the
 /// contract's error code.
-fn summarise(settings: &Settings, target: &Target) -> Result<summary::Summary, JobError> {
+async fn summarise(settings: &Settings, target: &Target) -> Result<summary::Summary, JobError> {
     let region =
         Region::parse(&target.region).map_err(|e| JobError::permanent(ErrorCode::UnknownRegion, e.to_string()))?;
     let period =
         Period::parse(&target.period).map_err(|e| JobError::permanent(ErrorCode::InvalidRequest, e.to_string()))?;
     let store = match &target.facts {
         Some(path) => Store::from_facts(tradebulletin::facts::FactSet::from_csv_path(path)?),
-        None => Store::open(&settings.data.source)?,
+        None => Store::open(&settings.data.source)
+            .await
+            .map_err(|e| JobError::permanent(ErrorCode::Internal, format!("{e:#}")))?,
     };
-    Ok(summary::summarise(store.facts(), region, period)?)
+    let facts = store.facts_for(region, period).await?;
+    Ok(summary::summarise(&facts, region, period)?)
 }
 
-fn summary_command(settings: &Settings, args: SummaryArgs) -> anyhow::Result<ExitCode> {
-    let summary = summarise(settings, &args.target)?;
+async fn summary_command(settings: &Settings, args: SummaryArgs) -> anyhow::Result<ExitCode> {
+    let summary = summarise(settings, &args.target).await?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&summary)? + "\n",
         Format::Text => tradebulletin::template::Templates::new().summary_text(&summary, Language::En)?,
@@ -274,7 +314,7 @@ fn typst_runner(settings: &Settings) -> anyhow::Result<Typst> {
 }
 
 async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let summary = summarise(settings, &args.target)?;
+    let summary = summarise(settings, &args.target).await?;
     let renderer = Renderer::new(typst_runner(settings)?, settings.render.publisher.clone());
     let bulletin = renderer
         .render(&summary, args.lang, render::issue_date())

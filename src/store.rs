@@ -1,36 +1,76 @@
-//! Where facts come from: the shipped sample dataset embedded in the binary (`builtin`), or a
-//! CSV file. Loaded and validated once; summaries then read it without further I/O.
+//! Where facts come from: the shipped sample dataset embedded in the binary (`builtin`), a
+//! CSV file, or PostgreSQL (`postgres://...`). In memory the facts are loaded and validated
+//! once; from PostgreSQL each summary fetches only the rows it needs.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use crate::facts::{FactError, FactSet};
+use crate::facts::FactSet;
+use crate::job::{ErrorCode, JobError};
+use crate::period::Period;
+use crate::pgstore::PgStore;
+use crate::region::Region;
 
 /// The shipped sample dataset (see `data/README.md` for the source of every figure).
 pub const BUILTIN_CSV: &str = include_str!("../data/facts.csv");
 
-/// A loaded fact store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    facts: Arc<FactSet>,
+/// The shipped sample dataset, parsed once per process.
+pub fn builtin() -> Arc<FactSet> {
+    static BUILTIN: LazyLock<Arc<FactSet>> = LazyLock::new(|| {
+        let facts = FactSet::from_csv_reader("builtin dataset (data/facts.csv)", BUILTIN_CSV.as_bytes());
+        Arc::new(facts.expect("the shipped dataset is valid (a test checks it)"))
+    });
+    BUILTIN.clone()
+}
+
+/// A fact store.
+#[derive(Clone)]
+pub enum Store {
+    Memory(Arc<FactSet>),
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Opens `data.source`: `builtin` or a CSV file path.
-    pub fn open(source: &str) -> Result<Store, FactError> {
-        let facts = match source {
-            "builtin" | "" => FactSet::from_csv_reader("builtin dataset (data/facts.csv)", BUILTIN_CSV.as_bytes())?,
-            path => FactSet::from_csv_path(Path::new(path))?,
-        };
-        Ok(Store::from_facts(facts))
+    /// Opens `data.source`: `builtin`, a CSV file path, or a `postgres://` URL (whose
+    /// migrations are applied).
+    pub async fn open(source: &str) -> anyhow::Result<Store> {
+        if source.starts_with("postgres://") || source.starts_with("postgresql://") {
+            let store = PgStore::connect(source).await?;
+            store.migrate().await?;
+            return Ok(Store::Postgres(store));
+        }
+        Ok(match source {
+            "builtin" | "" => Store::Memory(builtin()),
+            path => Store::Memory(Arc::new(
+                FactSet::from_csv_path(Path::new(path)).map_err(anyhow::Error::new)?,
+            )),
+        })
     }
 
+    /// A store over facts already loaded.
     pub fn from_facts(facts: FactSet) -> Store {
-        Store { facts: Arc::new(facts) }
+        Store::Memory(Arc::new(facts))
     }
 
-    pub fn facts(&self) -> &FactSet {
-        &self.facts
+    /// The facts a summary of `region` in `period` may use. Failing to reach the database is a
+    /// passing error.
+    pub async fn facts_for(&self, region: Region, period: Period) -> Result<Arc<FactSet>, JobError> {
+        match self {
+            Store::Memory(facts) => Ok(facts.clone()),
+            Store::Postgres(db) => db
+                .facts_for(region, period)
+                .await
+                .map(Arc::new)
+                .map_err(|e| JobError::transient(ErrorCode::Internal, format!("facts database: {e:#}"))),
+        }
+    }
+
+    /// A description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Memory(facts) => format!("{} facts in memory", facts.len()),
+            Store::Postgres(_) => "PostgreSQL".to_string(),
+        }
     }
 }
 
@@ -40,7 +80,6 @@ mod tests {
 
     #[test]
     fn the_builtin_dataset_is_valid() {
-        let store = Store::open("builtin").unwrap();
-        assert!(store.facts().len() > 300, "{}", store.facts().len());
+        assert!(builtin().len() > 300, "{}", builtin().len());
     }
 }

@@ -301,7 +301,7 @@ impl Worker {
     async fn run_job(&self, request: &Request, attempt: u32) -> Result<JobResult, JobError> {
         let span = tracing::Span::current();
         let started = Instant::now();
-        let summary = job::summarise(request, self.store.facts())?;
+        let summary = job::summarise(request, &self.store).await?;
         stage(&span, "summary", started.elapsed());
         let key = Storage::key(&request.region.slug(), &request.period.to_string(), &request.job_id);
         let storage_error = |e: anyhow::Error| JobError::transient(ErrorCode::Internal, format!("storage: {e:#}"));

@@ -455,3 +455,48 @@ pub fn assert_schema(name: &str, value: &serde_json::Value) {
         .collect();
     assert!(errors.is_empty(), "{name} schema rejects {value}: {errors:?}");
 }
+
+/// A PostgreSQL schema of one test's own in the `test` database, dropped with it.
+pub struct PgSchema {
+    pub name: String,
+    /// A URL whose connections work in this schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    pub async fn new() -> PgSchema {
+        let name = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let client = pg_client(PG_URL).await;
+        client.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
+        let url = format!("{PG_URL}?options=-c%20search_path%3D{name}");
+        PgSchema { name, url }
+    }
+
+    /// How many facts the schema's table holds (0 when there is no table yet).
+    pub async fn count(&self) -> i64 {
+        let client = pg_client(&self.url).await;
+        match client.query_one("SELECT count(*) FROM facts", &[]).await {
+            Ok(row) => row.get(0),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn drop_schema(&self) {
+        let client = pg_client(PG_URL).await;
+        client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+            .unwrap();
+    }
+}
+
+/// The test database on this machine (trust authentication).
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL runs");
+    tokio::spawn(connection);
+    client
+}

@@ -300,8 +300,8 @@ async fn names_full_of_typst_markup_print_as_text() {
     }
     let body = serde_json::json!({"region": "Jilin", "period": "2020", "facts": facts}).to_string();
     let request = job::parse_request(body.as_bytes(), None, 1 << 20, || "hostile".into()).unwrap();
-    let store = Store::open("builtin").unwrap();
-    let summary = job::summarise(&request, store.facts()).unwrap();
+    let store = tradebulletin::store::builtin();
+    let summary = job::summarise(&request, &Store::Memory(store)).await.unwrap();
     assert_eq!(summary.partners.len(), HOSTILE.len());
     for language in [Language::En, Language::Zh] {
         let bulletin = renderer().render(&summary, language, issued()).await.unwrap();
@@ -338,10 +338,10 @@ fn a_ten_thousand_character_name_is_refused_clearly() {
 
 #[test]
 fn the_seed_summary_renders_through_the_library_too() {
-    let store = Store::open("builtin").unwrap();
+    let store = tradebulletin::store::builtin();
     let region = tradebulletin::region::Region::parse("Heilongjiang").unwrap();
     let period = tradebulletin::period::Period::parse("2019-H1").unwrap();
-    let summary = summarise(store.facts(), region, period).unwrap();
+    let summary = summarise(&store, region, period).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

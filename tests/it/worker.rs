@@ -67,7 +67,12 @@ async fn one_request_gives_one_result_there_and_on_reply_to() {
     assert!(metrics.contains("tradebulletin_broker_connected 1"), "{metrics}");
     assert!(!metrics.contains("guest"), "no credentials in metrics");
     assert_eq!(crate::helpers::http_get(worker.port, "/healthz").unwrap().0, 200);
-    assert!(crate::helpers::wait_for_status(worker.port, "/readyz", 200, Duration::from_secs(10)));
+    assert!(crate::helpers::wait_for_status(
+        worker.port,
+        "/readyz",
+        200,
+        Duration::from_secs(10)
+    ));
     let healthcheck = std::process::Command::new(env!("CARGO_BIN_EXE_tradebulletin"))
         .arg("healthcheck")
         .env("TRADEBULLETIN__HTTP__LISTEN", format!("0.0.0.0:{}", worker.port))
