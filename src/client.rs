@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::broker::{self, Topology};
 use crate::job::JobResult;
-use crate::settings::Settings;
+use crate::settings::{Settings, StorageSettings};
 use crate::storage::{Storage, safe_name, sha256_hex};
 
 /// A request as `enqueue` sends it.
@@ -150,7 +150,7 @@ pub async fn subscribe(
         each(&delivery.data)?;
         if let Some(dir) = download {
             match serde_json::from_slice::<JobResult>(&delivery.data) {
-                Ok(result) => match self::download(&result, dir).await {
+                Ok(result) => match self::download(&result, dir, &settings.storage).await {
                     Ok(Some(path)) => tracing::info!(path = %path.display(), "downloaded"),
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = format!("{e:#}"), "download failed"),
@@ -168,12 +168,34 @@ pub async fn subscribe(
     Ok(())
 }
 
-/// Downloads the PDF of a succeeded result into `dir` as `<job-id>.pdf`, checking its SHA-256.
-pub async fn download(result: &JobResult, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+/// GETs a presigned URL.
+pub async fn fetch_url(url: &str) -> anyhow::Result<Vec<u8>> {
+    let response = reqwest::get(url).await.context("while downloading the presigned URL")?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("the presigned URL answered {status}");
+    }
+    Ok(response
+        .bytes()
+        .await
+        .context("while downloading the presigned URL")?
+        .to_vec())
+}
+
+/// Downloads the PDF of a succeeded result into `dir` as `<job-id>.pdf`, checking its SHA-256:
+/// from its location (a file, or the object store `storage` describes), else from its
+/// presigned URL when the result has one.
+pub async fn download(result: &JobResult, dir: &Path, storage: &StorageSettings) -> anyhow::Result<Option<PathBuf>> {
     let JobResult::Succeeded { job_id, pdf, .. } = result else {
         return Ok(None);
     };
-    let bytes = Storage::fetch(&pdf.location).await?;
+    let bytes = match (Storage::fetch(&pdf.location, storage).await, &pdf.url) {
+        (Ok(bytes), _) => bytes,
+        (Err(direct), Some(url)) => fetch_url(url)
+            .await
+            .with_context(|| format!("{direct:#}; and by its URL"))?,
+        (Err(direct), None) => return Err(direct),
+    };
     let sha = sha256_hex(&bytes);
     if sha != pdf.sha256 {
         bail!(

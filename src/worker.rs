@@ -59,7 +59,7 @@ impl Worker {
     /// Builds a worker from validated settings: loads the facts, checks typst's fonts and the
     /// storage URL, all before any message is taken.
     pub fn new(settings: Settings, store: Store, renderer: Renderer, health: Arc<Health>) -> anyhow::Result<Worker> {
-        let storage = Storage::open(&settings.storage.url)?;
+        let storage = Storage::open(&settings.storage)?;
         let topology = Topology::new(&settings.amqp, &settings.worker);
         let slots = Arc::new(Semaphore::new(settings.worker.concurrency));
         Ok(Worker {
@@ -319,7 +319,11 @@ impl Worker {
                 stage(&span, "render", started.elapsed());
                 stage(&span, "compile", bulletin.compile_time);
                 let started = Instant::now();
-                let stored = self.storage.put(&key, &bulletin.pdf).await.map_err(storage_error)?;
+                let stored = self
+                    .storage
+                    .put(&key, &bulletin.pdf, &request.job_id)
+                    .await
+                    .map_err(storage_error)?;
                 stage(&span, "store", started.elapsed());
                 stored
             }

@@ -4,5 +4,6 @@
 mod helpers;
 mod postgres;
 mod render;
+mod s3;
 mod summary;
 mod worker;
