@@ -4,8 +4,8 @@
 //! Topology, with names from `[amqp]`:
 //! - `bulletin.requests`: durable quorum queue with a delivery limit and at-least-once
 //!   dead-lettering to `bulletin.dlx`, which routes to `bulletin.requests.dead`;
-//! - `bulletin.requests.retry.<ms>`: one delay queue per retry step; a message waits there
-//!   for its TTL and is dead-lettered back onto the request queue;
+//! - `bulletin.requests.retry.<ms>`: one quorum delay queue per retry step; a message waits
+//!   there for its TTL and is dead-lettered (at least once) back onto the request queue;
 //! - `bulletin.results`: durable topic exchange, with `bulletin.results.unrouted` as its
 //!   alternate exchange and queue, so that a result nobody has bound a queue for is kept
 //!   rather than lost.
@@ -99,8 +99,14 @@ impl Topology {
         request_args.insert("x-overflow".into(), string("reject-publish"));
         declare_queue(channel, &self.request_queue, durable, request_args).await?;
 
+        // Quorum queues with at-least-once dead-lettering: a classic queue's dead-lettering is
+        // at most once, and drops a retry whose TTL runs out while the request queue is not
+        // ready yet (as just after a broker restart). The fault suite caught that.
         for (queue, delay) in &self.retries {
             let mut args = FieldTable::default();
+            args.insert("x-queue-type".into(), string("quorum"));
+            args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+            args.insert("x-overflow".into(), string("reject-publish"));
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
             args.insert("x-dead-letter-exchange".into(), string(""));
             args.insert("x-dead-letter-routing-key".into(), string(&self.request_queue));

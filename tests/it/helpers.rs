@@ -86,7 +86,8 @@ pub struct Bus {
     pub settings: Settings,
     pub topology: tradebulletin::broker::Topology,
     pub storage: tempfile::TempDir,
-    pub connection: lapin::Connection,
+    /// Kept open for `channel`.
+    _connection: lapin::Connection,
     pub channel: lapin::Channel,
 }
 
@@ -111,6 +112,11 @@ impl Received {
 impl Bus {
     /// Declares a fresh topology under unique names.
     pub async fn new() -> Bus {
+        Bus::with(|_| {}).await
+    }
+
+    /// Like `new`, with settings changed by `adjust` before anything is declared.
+    pub async fn with(adjust: impl FnOnce(&mut Settings)) -> Bus {
         let prefix = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let storage = tempfile::tempdir().unwrap();
         let mut settings = Settings::load(None).unwrap();
@@ -121,6 +127,7 @@ impl Bus {
         settings.worker.retry_delay_ms = 200;
         settings.worker.max_attempts = 3;
         settings.storage.url = format!("file://{}", storage.path().display());
+        adjust(&mut settings);
         let topology = tradebulletin::broker::Topology::new(&settings.amqp, &settings.worker);
         let connection = tradebulletin::broker::connect(&settings.amqp.url, 30, "tests")
             .await
@@ -132,7 +139,7 @@ impl Bus {
             settings,
             topology,
             storage,
-            connection,
+            _connection: connection,
             channel,
         }
     }
@@ -164,6 +171,10 @@ impl Bus {
             (
                 "TRADEBULLETIN__WORKER__MAX_ATTEMPTS".into(),
                 s.worker.max_attempts.to_string(),
+            ),
+            (
+                "TRADEBULLETIN__AMQP__DELIVERY_LIMIT".into(),
+                s.amqp.delivery_limit.to_string(),
             ),
             ("TRADEBULLETIN__STORAGE__URL".into(), s.storage.url.clone()),
         ]
@@ -258,12 +269,16 @@ impl Bus {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let channel = self.connection.create_channel().await.unwrap();
+        // A connection of its own, which survives a broker restart that killed the bus's.
+        let connection = tradebulletin::broker::connect(&self.settings.amqp.url, 30, "depth")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
         let queue = channel
             .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
             .await
             .unwrap();
-        let _ = channel.close(200, "".into()).await;
+        let _ = connection.close(200, "".into()).await;
         queue.message_count()
     }
 

@@ -2,6 +2,7 @@
 //! database. `helpers` holds what they share.
 
 mod helpers;
+mod hostile;
 mod postgres;
 mod render;
 mod s3;
