@@ -61,7 +61,7 @@ async fn two_hundred_hostile_and_good_messages() {
     let mut results = bus.results("bulletin.#").await;
     let mut worker = bus.spawn_worker(&[]);
     let mut expected: HashMap<String, bool> = HashMap::new();
-    for i in 0..200 {
+    for i in 0..200usize {
         let id = format!("h-{i}");
         let is_good = i.is_multiple_of(4);
         let body = if is_good {
