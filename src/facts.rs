@@ -413,6 +413,23 @@ struct RawFields<'a> {
     note: Option<&'a str>,
 }
 
+impl<'a> RawFields<'a> {
+    /// The fields as `lookup` finds them by name.
+    fn from_lookup(lookup: impl Fn(&str) -> Option<&'a str>) -> RawFields<'a> {
+        RawFields {
+            region: lookup("region"),
+            period: lookup("period"),
+            partner: lookup("partner"),
+            flow: lookup("flow"),
+            product: lookup("product"),
+            value: lookup("value"),
+            currency: lookup("currency"),
+            source: lookup("source"),
+            note: lookup("note"),
+        }
+    }
+}
+
 fn required<'a>(text: Option<&'a str>, _field: &'static str) -> Result<&'a str, (&'static str, String)> {
     match text.map(str::trim) {
         Some(t) if !t.is_empty() => Ok(t),
@@ -558,18 +575,7 @@ impl FactSet {
                 ));
                 continue;
             }
-            let get = |field: &str| texts.get(field).map(String::as_str);
-            let raw = RawFields {
-                region: get("region"),
-                period: get("period"),
-                partner: get("partner"),
-                flow: get("flow"),
-                product: get("product"),
-                value: get("value"),
-                currency: get("currency"),
-                source: get("source"),
-                note: get("note"),
-            };
+            let raw = RawFields::from_lookup(|field| texts.get(field).map(String::as_str));
             loader.add(Place::Index(index), &raw);
         }
         loader.finish()
@@ -741,18 +747,7 @@ fn read_csv(loader: &mut Loader, file: usize, reader: impl Read) -> Result<(), F
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(0, |p| p.line());
-                let get = |field: &str| columns.get(field).and_then(|&at| record.get(at));
-                let raw = RawFields {
-                    region: get("region"),
-                    period: get("period"),
-                    partner: get("partner"),
-                    flow: get("flow"),
-                    product: get("product"),
-                    value: get("value"),
-                    currency: get("currency"),
-                    source: get("source"),
-                    note: get("note"),
-                };
+                let raw = RawFields::from_lookup(|field| columns.get(field).and_then(|&at| record.get(at)));
                 loader.add(Place::Line { file, line }, &raw);
             }
             Err(e) => {
@@ -777,7 +772,8 @@ fn read_csv(loader: &mut Loader, file: usize, reader: impl Read) -> Result<(), F
     Ok(())
 }
 
-fn json_type(value: &serde_json::Value) -> &'static str {
+/// How messages name a JSON value's type: `an array`, `a number`...
+pub fn json_type(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

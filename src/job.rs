@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{FactError, FactErrorKind, FactSet, RawFact};
+use crate::facts::{FactError, FactErrorKind, FactSet, RawFact, json_type};
 use crate::narrative::Language;
 use crate::period::Period;
 use crate::region::Region;
@@ -182,7 +182,7 @@ pub fn parse_request(
             serde_json::from_value(serde_json::Value::Object(map)).expect("every field is a JSON value")
         }
         Ok(other) => {
-            let message = format!("the request must be a JSON object, not {}", json_kind(&other));
+            let message = format!("the request must be a JSON object, not {}", json_type(&other));
             return fail(rejected, ErrorCode::InvalidRequest, message);
         }
         Err(e) => {
@@ -200,7 +200,7 @@ pub fn parse_request(
             }
         },
         Some(other) => {
-            let message = format!("field `job_id` must be a string, not {}", json_kind(other));
+            let message = format!("field `job_id` must be a string, not {}", json_type(other));
             return fail(rejected, ErrorCode::InvalidRequest, message);
         }
     }
@@ -214,7 +214,7 @@ pub fn parse_request(
             }
         },
         Some(other) => {
-            let message = format!("field `language` must be \"en\" or \"zh\", not {}", json_kind(other));
+            let message = format!("field `language` must be \"en\" or \"zh\", not {}", json_type(other));
             return fail(rejected, ErrorCode::InvalidRequest, message);
         }
     }
@@ -253,7 +253,7 @@ pub fn parse_request(
         Some(other) => {
             let message = format!(
                 "field `facts` must be an array of fact objects, not {}",
-                json_kind(other)
+                json_type(other)
             );
             return fail(rejected, ErrorCode::InvalidRequest, message);
         }
@@ -287,7 +287,7 @@ fn inline_facts(items: &[serde_json::Value]) -> Result<FactSet, JobError> {
                 raws.push(serde_json::from_value::<RawFact>(item.clone()).expect("every field is a JSON value"))
             }
             other => {
-                let message = format!("facts[{index}] must be an object, not {}", json_kind(other));
+                let message = format!("facts[{index}] must be an object, not {}", json_type(other));
                 return Err(JobError::permanent(ErrorCode::InvalidRequest, message));
             }
         }
@@ -308,7 +308,7 @@ fn required_string<'a>(value: &'a Option<serde_json::Value>, field: &str, exampl
         Some(serde_json::Value::String(s)) => Ok(s),
         Some(other) => Err(format!(
             "field `{field}` must be a string such as {example}, not {}",
-            json_kind(other)
+            json_type(other)
         )),
     }
 }
@@ -323,17 +323,6 @@ pub fn valid_job_id(id: &str) -> Result<(), String> {
         return Err("must be printable characters only".to_string());
     }
     Ok(())
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// The result of a job, as published on the results exchange.
