@@ -16,8 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use serde_json::json;
 
 const JOBS: usize = 500;
@@ -75,25 +74,7 @@ async fn no_job_is_lost_under_faults() {
         s.worker.retry_delay_ms = 300;
     })
     .await;
-    let results_queue = format!("{}.all-results", bus.prefix);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    bus.channel
-        .queue_declare(results_queue.as_str().into(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    bus.channel
-        .queue_bind(
-            results_queue.as_str().into(),
-            bus.topology.results_exchange.as_str().into(),
-            "bulletin.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let results_queue = bus.durable_results().await;
     let scratch = tempfile::tempdir().unwrap();
     let typst = faulty_typst(scratch.path());
     let env = [
@@ -174,39 +155,20 @@ async fn no_job_is_lost_under_faults() {
     assert!(broker_restarted && storage_refused, "the faults happened");
 
     // Collect every result until each job has one.
-    let connection = tradebulletin::broker::connect(&bus.settings.amqp.url, 30, "faults")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            results_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_connection, mut consumer) = bus.fresh_consumer(&results_queue).await;
     let mut results: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
-    while results.len() < JOBS && Instant::now() < deadline {
-        let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(60), consumer.next()).await else {
-            break;
-        };
-        let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
-        results
-            .entry(body["job_id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(body);
-        delivery.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    // Late duplicates, if any, still count in the checks below.
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
-        let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
-        results
-            .entry(body["job_id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(body);
-        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    // Until every job has a result (or a minute passes with none), then a few seconds more, so
+    // that late duplicates count in the checks below too.
+    for (wait, until_all) in [(Duration::from_secs(60), true), (Duration::from_secs(3), false)] {
+        while !(until_all && results.len() >= JOBS) && Instant::now() < deadline {
+            let Ok(Some(Ok(delivery))) = tokio::time::timeout(wait, consumer.next()).await else {
+                break;
+            };
+            let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+            let job_id = body["job_id"].as_str().unwrap().to_string();
+            results.entry(job_id).or_default().push(body);
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
     }
 
     let lost: Vec<&String> = sent.iter().filter(|id| !results.contains_key(*id)).collect();
@@ -297,9 +259,6 @@ async fn no_job_is_lost_under_faults() {
         "exactly the doomed are dead letters"
     );
     drop(workers);
-    let _ = channel
-        .queue_delete(results_queue.as_str().into(), Default::default())
-        .await;
     bus.cleanup().await;
 }
 

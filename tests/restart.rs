@@ -11,8 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use serde_json::json;
 
 fn rabbitmqctl(args: &[&str]) {
@@ -27,25 +26,7 @@ fn rabbitmqctl(args: &[&str]) {
 async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() {
     let bus = helpers::Bus::new().await;
     // A durable results queue of the test's own, which survives the restart.
-    let results_queue = format!("{}.test-results", bus.prefix);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    bus.channel
-        .queue_declare(results_queue.as_str().into(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    bus.channel
-        .queue_bind(
-            results_queue.as_str().into(),
-            bus.topology.results_exchange.as_str().into(),
-            "bulletin.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let results_queue = bus.durable_results().await;
     // Each compile takes half a second longer, so that jobs are in flight across the restart.
     let dir = tempfile::tempdir().unwrap();
     let typst = helpers::slow_typst(dir.path(), 0.5);
@@ -86,20 +67,7 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
         worker.log()
     );
 
-    let settings = &bus.settings;
-    let connection = tradebulletin::broker::connect(&settings.amqp.url, 30, "restart test")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            results_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_connection, mut consumer) = bus.fresh_consumer(&results_queue).await;
     let mut done = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     while done.len() < jobs {
@@ -115,8 +83,5 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
     assert_eq!(done.len(), jobs);
     assert!(helpers::typst_starts(dir.path()) >= jobs, "every job was rendered");
     assert_eq!(bus.stored_pdfs().len(), jobs);
-    let _ = channel
-        .queue_delete(results_queue.as_str().into(), Default::default())
-        .await;
     bus.cleanup().await;
 }

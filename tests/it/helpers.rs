@@ -240,6 +240,49 @@ impl Bus {
             .unwrap()
     }
 
+    /// A durable queue of the test's own, bound to every result: it survives a broker restart.
+    #[allow(dead_code)] // for tests/faults.rs and tests/restart.rs, which restart the broker
+    pub async fn durable_results(&self) -> String {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        let queue = format!("{}.all-results", self.prefix);
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let results = self.topology.results_exchange.as_str();
+        self.channel
+            .queue_declare(queue.as_str().into(), durable, Default::default())
+            .await
+            .unwrap();
+        let bind = QueueBindOptions::default();
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                results.into(),
+                "bulletin.#".into(),
+                bind,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        queue
+    }
+
+    /// Consumes `queue` (manual acks) on a new connection, which a restart has not killed.
+    #[allow(dead_code)] // for tests/faults.rs and tests/restart.rs, which restart the broker
+    pub async fn fresh_consumer(&self, queue: &str) -> (lapin::Connection, lapin::Consumer) {
+        let connection = tradebulletin::broker::connect(&self.settings.amqp.url, 30, "tests")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let options = lapin::options::BasicConsumeOptions::default();
+        let consumer = channel
+            .basic_consume(queue.into(), "".into(), options, Default::default())
+            .await
+            .unwrap();
+        (connection, consumer)
+    }
+
     /// Publishes raw bytes as a request, with a message id.
     pub async fn publish(&self, body: &[u8], message_id: &str, properties: lapin::BasicProperties) {
         let properties = properties.with_message_id(message_id.into());
@@ -308,7 +351,12 @@ impl Bus {
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let t = &self.topology;
-        let mut queues = vec![t.request_queue.clone(), t.dead_letter_queue.clone(), t.unrouted.clone()];
+        let mut queues = vec![
+            t.request_queue.clone(),
+            t.dead_letter_queue.clone(),
+            t.unrouted.clone(),
+            format!("{}.all-results", self.prefix),
+        ];
         queues.extend(t.retries.iter().map(|(q, _)| q.clone()));
         for queue in queues {
             let _ = channel
