@@ -12,7 +12,6 @@ mod helpers;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -28,14 +27,7 @@ const DOOMED: usize = 5;
 /// one source in seven and hangs (past the timeout) on the first compile of one in thirteen;
 /// otherwise runs the real typst. What it did is noted in `dir`.
 fn faulty_typst(dir: &Path) -> std::path::PathBuf {
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v typst"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = helpers::which_typst();
     let path = dir.join("typst");
     let script = format!(
         r#"#!/bin/sh
@@ -50,20 +42,10 @@ sleep 0.3
 exec {real} "$@"
 "#,
         dir = dir.display(),
-        real = real.trim(),
+        real = real.display(),
     );
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    helpers::write_script(&path, &script);
     path
-}
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,10 +127,10 @@ async fn no_job_is_lost_under_faults() {
             storage_refused = true;
         }
         if kills == 2 && !broker_restarted {
-            rabbitmqctl(&["stop_app"]);
+            helpers::rabbitmqctl(&["stop_app"]);
             tokio::time::sleep(Duration::from_secs(2)).await;
-            rabbitmqctl(&["start_app"]);
-            rabbitmqctl(&["await_startup"]);
+            helpers::rabbitmqctl(&["start_app"]);
+            helpers::rabbitmqctl(&["await_startup"]);
             broker_restarted = true;
         }
     }

@@ -7,20 +7,11 @@
 mod helpers;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::options::BasicAckOptions;
 use serde_json::json;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() {
@@ -49,7 +40,7 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
         assert!(tokio::time::Instant::now() < deadline, "no job started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    rabbitmqctl(&["stop_app"]);
+    helpers::rabbitmqctl(&["stop_app"]);
     assert!(
         helpers::wait_for_status(worker.port, "/readyz", 503, Duration::from_secs(30)),
         "not ready while the broker is down"
@@ -59,8 +50,8 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
         200,
         "alive all the same"
     );
-    rabbitmqctl(&["start_app"]);
-    rabbitmqctl(&["await_startup"]);
+    helpers::rabbitmqctl(&["start_app"]);
+    helpers::rabbitmqctl(&["await_startup"]);
     assert!(
         helpers::wait_for_status(worker.port, "/readyz", 200, Duration::from_secs(60)),
         "ready again: {}",

@@ -487,10 +487,25 @@ pub fn slow_typst(dir: &Path, delay: f64) -> PathBuf {
         dir = dir.display(),
         real = real.display(),
     );
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&path, &script);
     path
+}
+
+/// Writes an executable script: the stand-ins for typst.
+pub fn write_script(path: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `rabbitmqctl` (the broker's own control tool), failing the test if it fails.
+#[allow(dead_code)] // for tests/faults.rs and tests/restart.rs, which restart the broker
+pub fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?} failed");
 }
 
 /// How many typst runs the stand-in has started.
@@ -502,7 +517,8 @@ pub fn typst_starts(dir: &Path) -> usize {
         .count()
 }
 
-fn which_typst() -> PathBuf {
+/// The real typst on the PATH, for stand-ins that end by running it.
+pub fn which_typst() -> PathBuf {
     let output = Command::new("sh").args(["-c", "command -v typst"]).output().unwrap();
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }

@@ -11,7 +11,7 @@ use tradebulletin::render::RenderError;
 use tradebulletin::store::Store;
 use tradebulletin::summary::summarise;
 
-use crate::helpers::{facts_file, pdf_bytes_text, pdf_text, renderer, run, run_ok, squeeze, typst};
+use crate::helpers::{facts_file, pdf_bytes_text, pdf_text, renderer, run, run_ok, squeeze, typst, write_script};
 
 fn issued() -> NaiveDate {
     NaiveDate::from_ymd_opt(2019, 7, 19).unwrap()
@@ -149,12 +149,10 @@ async fn a_hanging_compile_is_killed_at_the_timeout_and_reaped() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
     let stand_in = dir.path().join("typst");
-    std::fs::write(
+    write_script(
         &stand_in,
-        format!("#!/bin/sh\necho $$ > {}\nexec sleep 600\n", pid_file.display()),
-    )
-    .unwrap();
-    make_executable(&stand_in);
+        &format!("#!/bin/sh\necho $$ > {}\nexec sleep 600\n", pid_file.display()),
+    );
     let started = std::time::Instant::now();
     let error = typst(Some(&stand_in), Duration::from_millis(500))
         .compile("x", Language::En, 0)
@@ -173,8 +171,7 @@ async fn a_hanging_compile_is_killed_at_the_timeout_and_reaped() {
 async fn a_crashing_typst_is_a_passing_render_failure() {
     let dir = tempfile::tempdir().unwrap();
     let stand_in = dir.path().join("typst");
-    std::fs::write(&stand_in, "#!/bin/sh\necho 'out of memory' >&2\nkill -SEGV $$\n").unwrap();
-    make_executable(&stand_in);
+    write_script(&stand_in, "#!/bin/sh\necho 'out of memory' >&2\nkill -SEGV $$\n");
     let error = typst(Some(&stand_in), Duration::from_secs(10))
         .compile("x", Language::En, 0)
         .await
@@ -183,11 +180,6 @@ async fn a_crashing_typst_is_a_passing_render_failure() {
     assert_eq!(error.code, ErrorCode::RenderFailed);
     assert!(error.transient, "a crash may pass on a retry");
     assert!(error.message.contains("out of memory"), "{}", error.message);
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]
