@@ -71,7 +71,7 @@ async fn run(size: usize) -> (Duration, Duration, f64) {
         .await
         .unwrap();
     let url = format!("{admin_url}?options=-c%20search_path%3D{schema}");
-    let db = PgStore::connect(&url).await.unwrap();
+    let db = PgStore::connect(&url, None).await.unwrap();
     db.migrate().await.unwrap();
 
     // The queried region and the nation always have 2018-2019 in full; the rest of the table

@@ -1,6 +1,10 @@
 //! RabbitMQ: connecting (heartbeats on), the topology of the contract declared idempotently,
 //! and publishing with publisher confirms, the mandatory flag and a timeout.
 //!
+//! `amqps://` URLs connect over TLS (rustls), trusting the system's roots plus
+//! `amqp.tls_ca_file`, and presenting `amqp.tls_cert_file` when the broker asks for a client
+//! certificate.
+//!
 //! Topology, with names from `[amqp]`:
 //! - `bulletin.requests`: durable quorum queue with a delivery limit and at-least-once
 //!   dead-lettering to `bulletin.dlx`, which routes to `bulletin.requests.dead`;
@@ -10,12 +14,14 @@
 //!   alternate exchange and queue, so that a result nobody has bound a queue for is kept
 //!   rather than lost.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
@@ -171,8 +177,49 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> anyh
         .with_context(|| format!("while binding {queue} to {exchange}"))
 }
 
-/// Connects with heartbeats on; the URL's own `heartbeat` parameter wins if it has one.
+/// The TLS files of `[amqp]`, read and checked: the extra CA certificates and the client
+/// certificate with its key. Errors name the setting and the file.
+pub fn tls_config(amqp: &AmqpSettings) -> anyhow::Result<OwnedTLSConfig> {
+    let mut config = OwnedTLSConfig::default();
+    if !amqp.tls_ca_file.is_empty() {
+        let ca = crate::tls::read_certificates(Path::new(&amqp.tls_ca_file), "amqp.tls_ca_file")?;
+        config.cert_chain = Some(ca.pem);
+    }
+    if !amqp.tls_cert_file.is_empty() || !amqp.tls_key_file.is_empty() {
+        let identity = crate::tls::read_client_identity(
+            Path::new(&amqp.tls_cert_file),
+            "amqp.tls_cert_file",
+            Path::new(&amqp.tls_key_file),
+            "amqp.tls_key_file",
+        )?;
+        config.identity = Some(OwnedIdentity::PKCS8 {
+            pem: identity.cert_pem.into_bytes(),
+            key: identity.key_pem.into_bytes(),
+        });
+    }
+    Ok(config)
+}
+
+/// Connects as `[amqp]` says: its URL and heartbeat and, for `amqps://`, its TLS files, read
+/// at each call so that renewed files are used from the next reconnection on.
+pub async fn connect_with_settings(amqp: &AmqpSettings, name: &str) -> anyhow::Result<Connection> {
+    let tls = tls_config(amqp)?;
+    connect_with_tls(&amqp.url, amqp.heartbeat_secs, name, tls).await
+}
+
+/// Connects with heartbeats on, trusting the system's roots for `amqps://`; the URL's own
+/// `heartbeat` parameter wins if it has one.
 pub async fn connect(url: &str, heartbeat_secs: u16, name: &str) -> anyhow::Result<Connection> {
+    connect_with_tls(url, heartbeat_secs, name, OwnedTLSConfig::default()).await
+}
+
+/// Connects with heartbeats on and, for `amqps://`, the TLS configuration `tls`.
+pub async fn connect_with_tls(
+    url: &str,
+    heartbeat_secs: u16,
+    name: &str,
+    tls: OwnedTLSConfig,
+) -> anyhow::Result<Connection> {
     let url = if url.contains("heartbeat=") {
         url.to_string()
     } else {
@@ -180,7 +227,8 @@ pub async fn connect(url: &str, heartbeat_secs: u16, name: &str) -> anyhow::Resu
         format!("{url}{separator}heartbeat={heartbeat_secs}")
     };
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(&url, properties)
+    let runtime = lapin::runtime::default_runtime().context("while finding the async runtime")?;
+    Connection::connect_with_config(&url, properties, tls, runtime)
         .await
         .with_context(|| format!("while connecting to {}", crate::settings::redact_url(&url)))
 }

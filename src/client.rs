@@ -37,7 +37,7 @@ pub enum Waited {
 /// confirm-mode channel.
 async fn open(settings: &Settings, name: &str) -> anyhow::Result<(Connection, Channel, Topology)> {
     let amqp = &settings.amqp;
-    let connection = broker::connect(&amqp.url, amqp.heartbeat_secs, name).await?;
+    let connection = broker::connect_with_settings(amqp, name).await?;
     let channel = broker::confirm_channel(&connection).await?;
     let topology = Topology::new(amqp, &settings.worker);
     topology.declare(&channel).await?;

@@ -22,6 +22,8 @@
 //! - [`worker`]: one job from delivery to result, and the consuming loop around it.
 //! - [`client`]: the producer and subscriber sides (`enqueue`, `subscribe`).
 //! - [`http`]: health, readiness and Prometheus metrics.
+//! - [`tls`]: PEM files (CAs, client certificates, keys) and the rustls client configurations
+//!   of the broker, PostgreSQL and S3 connections.
 //! - [`settings`] and [`telemetry`]: configuration and logging, set up once.
 
 pub mod broker;
@@ -40,5 +42,6 @@ pub mod store;
 pub mod summary;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 pub mod typst;
 pub mod worker;

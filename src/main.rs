@@ -182,7 +182,7 @@ fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn worker_command(settings: Settings) -> anyhow::Result<ExitCode> {
     let shutdown = worker::shutdown_on_signals()?;
-    let store = Store::open(&settings.data.source).await?;
+    let store = Store::open(&settings.data).await?;
     let renderer = Renderer::new(typst_runner(&settings)?, settings.render.publisher.clone());
     tracing::info!(
         broker = %tradebulletin::settings::redact_url(&settings.amqp.url),
@@ -244,7 +244,7 @@ async fn import_command(settings: &Settings, args: ImportArgs) -> anyhow::Result
     let started = std::time::Instant::now();
     let facts = tradebulletin::facts::FactSet::from_csv_paths(&args.files)?;
     let validated = started.elapsed();
-    let db = tradebulletin::pgstore::PgStore::connect(url).await?;
+    let db = tradebulletin::pgstore::PgStore::connect(url, settings.data.ca_file()).await?;
     db.migrate().await?;
     let report = db.import(&facts).await?;
     let seconds = report.elapsed.as_secs_f64().max(1e-9);
@@ -284,7 +284,7 @@ async fn summarise(settings: &Settings, target: &Target) -> Result<summary::Summ
         Period::parse(&target.period).map_err(|e| JobError::permanent(ErrorCode::InvalidRequest, e.to_string()))?;
     let store = match &target.facts {
         Some(path) => Store::from_facts(tradebulletin::facts::FactSet::from_csv_path(path)?),
-        None => Store::open(&settings.data.source)
+        None => Store::open(&settings.data)
             .await
             .map_err(|e| JobError::permanent(ErrorCode::Internal, format!("{e:#}")))?,
     };

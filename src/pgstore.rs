@@ -1,20 +1,25 @@
 //! PostgreSQL as the facts store (`data.source = postgres://...`): a connection pool, the
 //! schema in versioned migrations (`migrations/`, embedded), bulk import with COPY in one
-//! transaction, and the query that fetches only what one summary needs.
+//! transaction, and the query that fetches only what one summary needs. Connections use TLS
+//! as the URL's `sslmode` says, with libpq's meanings (rustls, through tokio-postgres-rustls).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::Type;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::facts::{Currency, Fact, FactSet, Flow, SeriesKey};
 use crate::period::Period;
 use crate::region::Region;
+use crate::settings::redact_url;
+use crate::tls::{ServerCheck, read_certificates};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -36,18 +41,136 @@ pub struct ImportReport {
     pub elapsed: Duration,
 }
 
-impl PgStore {
-    /// Connects a pool to `url` (a libpq-style `postgres://` URL). The password is never logged.
-    pub async fn connect(url: &str) -> anyhow::Result<PgStore> {
-        let config: tokio_postgres::Config = url.parse().with_context(|| {
-            format!(
-                "data.source `{}` is not a valid postgres:// URL",
-                crate::settings::redact_url(url)
-            )
-        })?;
-        let manager = Manager::from_config(
+/// libpq's `sslmode`s. tokio-postgres knows only the first three, so the URL's `sslmode` is
+/// read here and the server's certificate checked by our own rustls configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgSslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it, the certificate unchecked (libpq's default; `allow` too).
+    Prefer,
+    /// TLS, the certificate unchecked, or checked as with `VerifyCa` when a CA file is given.
+    Require,
+    /// TLS, and the certificate is signed by a trusted CA.
+    VerifyCa,
+    /// TLS, the certificate is signed by a trusted CA and names the host.
+    VerifyFull,
+}
+
+impl PgSslMode {
+    fn parse(text: &str) -> anyhow::Result<PgSslMode> {
+        Ok(match text {
+            "disable" => PgSslMode::Disable,
+            "allow" | "prefer" => PgSslMode::Prefer,
+            "require" => PgSslMode::Require,
+            "verify-ca" => PgSslMode::VerifyCa,
+            "verify-full" => PgSslMode::VerifyFull,
+            other => bail!("sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"),
+        })
+    }
+}
+
+/// A database URL taken apart: the tokio-postgres configuration and how it uses TLS.
+#[derive(Debug)]
+pub struct PgTarget {
+    pub config: tokio_postgres::Config,
+    pub ssl_mode: PgSslMode,
+    /// The URL's `sslrootcert`, else the `data.tls_ca_file` given; `None` for the system's roots.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl PgTarget {
+    /// Parses a `postgres://` URL, taking `sslmode` and `sslrootcert` out of it (`sslrootcert`
+    /// wins over `ca_file`; `sslrootcert=system` means the system's roots).
+    pub fn parse(url: &str, ca_file: Option<&Path>) -> anyhow::Result<PgTarget> {
+        let invalid = || format!("data.source `{}` is not a valid postgres:// URL", redact_url(url));
+        let mut ssl_mode = PgSslMode::Prefer;
+        let mut root_cert = ca_file.map(Path::to_path_buf);
+        let mut rest = url.to_string();
+        if let Some((base, query)) = url.split_once('?') {
+            let mut kept = Vec::new();
+            for parameter in query.split('&') {
+                let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+                let value = percent_encoding::percent_decode_str(value)
+                    .decode_utf8()
+                    .with_context(invalid)?;
+                match name {
+                    "sslmode" => ssl_mode = PgSslMode::parse(&value).with_context(invalid)?,
+                    "sslrootcert" if value == "system" => root_cert = None,
+                    "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
+                    _ => kept.push(parameter),
+                }
+            }
+            rest = if kept.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            };
+        }
+        let mut config: tokio_postgres::Config = rest.parse().with_context(invalid)?;
+        config.ssl_mode(match ssl_mode {
+            PgSslMode::Disable => SslMode::Disable,
+            PgSslMode::Prefer => SslMode::Prefer,
+            _ => SslMode::Require,
+        });
+        Ok(PgTarget {
             config,
-            NoTls,
+            ssl_mode,
+            root_cert,
+        })
+    }
+
+    /// How the server's certificate is checked.
+    pub fn server_check(&self) -> ServerCheck {
+        match self.ssl_mode {
+            PgSslMode::Disable | PgSslMode::Prefer => ServerCheck::None,
+            // As libpq: `require` with a CA file checks the chain.
+            PgSslMode::Require if self.root_cert.is_some() => ServerCheck::Chain,
+            PgSslMode::Require => ServerCheck::None,
+            PgSslMode::VerifyCa => ServerCheck::Chain,
+            PgSslMode::VerifyFull => ServerCheck::Full,
+        }
+    }
+
+    /// The TLS connector: the CA file is read only when certificates are checked.
+    fn connector(&self) -> anyhow::Result<MakeRustlsConnect> {
+        let check = self.server_check();
+        let ca = match (&self.root_cert, check) {
+            (Some(path), ServerCheck::Chain | ServerCheck::Full) => Some(read_certificates(
+                path,
+                "the database CA file (sslrootcert, data.tls_ca_file)",
+            )?),
+            _ => None,
+        };
+        Ok(MakeRustlsConnect::new(crate::tls::client_config(check, ca.as_ref())?))
+    }
+
+    /// Describes the TLS of the connection, for errors.
+    fn describe_tls(&self) -> String {
+        let mode = match self.ssl_mode {
+            PgSslMode::Disable => "disable",
+            PgSslMode::Prefer => "prefer",
+            PgSslMode::Require => "require",
+            PgSslMode::VerifyCa => "verify-ca",
+            PgSslMode::VerifyFull => "verify-full",
+        };
+        match (&self.root_cert, self.server_check()) {
+            (_, ServerCheck::None) => format!("sslmode={mode}"),
+            (Some(path), _) => format!("sslmode={mode}, CA file {}", path.display()),
+            (None, _) => format!("sslmode={mode}, the system's CAs"),
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects a pool to `url` (a libpq-style `postgres://` URL), with TLS as its `sslmode`
+    /// says and `ca_file` (`data.tls_ca_file`) as the CA when the URL names no `sslrootcert`.
+    /// The password is never logged.
+    pub async fn connect(url: &str, ca_file: Option<&Path>) -> anyhow::Result<PgStore> {
+        let target = PgTarget::parse(url, ca_file)?;
+        let manager = Manager::from_config(
+            target.config.clone(),
+            target.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -58,7 +181,12 @@ impl PgStore {
             .context("while building the database pool")?;
         let store = PgStore { pool };
         // Fail at start-up, not at the first job.
-        drop(store.client().await?);
+        drop(
+            store
+                .client()
+                .await
+                .with_context(|| format!("while connecting to {} ({})", redact_url(url), target.describe_tls()))?,
+        );
         Ok(store)
     }
 
@@ -218,5 +346,56 @@ impl PgStore {
         }
         set.extend(facts);
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_sslrootcert_are_taken_out_of_the_url() {
+        let target = PgTarget::parse(
+            "postgres://u:pw@db:5433/facts?options=-c%20search_path%3Dx&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+            Some(Path::new("/other/ca.pem")),
+        )
+        .unwrap();
+        assert_eq!(target.ssl_mode, PgSslMode::VerifyFull);
+        assert_eq!(
+            target.root_cert.as_deref(),
+            Some(Path::new("/etc/ca.pem")),
+            "the URL wins"
+        );
+        assert_eq!(target.server_check(), ServerCheck::Full);
+        assert_eq!(target.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(target.config.get_dbname(), Some("facts"));
+        assert_eq!(target.config.get_options(), Some("-c search_path=x"));
+
+        let target = PgTarget::parse("postgres://db/facts", None).unwrap();
+        assert_eq!(target.ssl_mode, PgSslMode::Prefer, "libpq's default");
+        assert_eq!(target.server_check(), ServerCheck::None);
+        let target = PgTarget::parse("postgres://db/facts?sslmode=require", None).unwrap();
+        assert_eq!(target.server_check(), ServerCheck::None);
+        let with_ca = PgTarget::parse("postgres://db/facts?sslmode=require", Some(Path::new("ca.pem"))).unwrap();
+        assert_eq!(
+            with_ca.server_check(),
+            ServerCheck::Chain,
+            "require with a CA checks it"
+        );
+        let system = PgTarget::parse(
+            "postgres://db/f?sslmode=verify-ca&sslrootcert=system",
+            Some(Path::new("ca.pem")),
+        );
+        assert_eq!(system.unwrap().root_cert, None);
+        let disable = PgTarget::parse("postgres://db/f?sslmode=disable", None).unwrap();
+        assert_eq!(disable.config.get_ssl_mode(), SslMode::Disable);
+    }
+
+    #[test]
+    fn a_bad_sslmode_is_named_and_the_password_is_not() {
+        let err = PgTarget::parse("postgres://u:hunter2@db/facts?sslmode=verify", None).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("sslmode=verify is not one of"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use object_store::{
+    Attribute, Attributes, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+};
 use sha2::{Digest, Sha256};
 
 use crate::settings::StorageSettings;
@@ -235,8 +237,8 @@ impl Storage {
     }
 }
 
-/// An S3 client for `bucket` with the configured endpoint, region, addressing and credentials
-/// (from the settings, else the AWS environment variables).
+/// An S3 client for `bucket` with the configured endpoint, region, addressing, credentials
+/// (from the settings, else the AWS environment variables) and extra CA (`storage.tls_ca_file`).
 fn s3_store(settings: &StorageSettings, bucket: &str) -> anyhow::Result<AmazonS3> {
     // Few quick retries here: a longer outage is the worker's to retry, job by job.
     let retry = object_store::RetryConfig {
@@ -244,7 +246,11 @@ fn s3_store(settings: &StorageSettings, bucket: &str) -> anyhow::Result<AmazonS3
         max_retries: 2,
         retry_timeout: Duration::from_secs(10),
     };
-    let mut builder = AmazonS3Builder::from_env()
+    let mut builder = AmazonS3Builder::from_env();
+    if !settings.tls_ca_file.is_empty() {
+        builder = builder.with_client_options(client_options_with_ca(&settings.tls_ca_file)?);
+    }
+    builder = builder
         .with_retry(retry)
         .with_bucket_name(bucket)
         .with_region(&settings.region)
@@ -263,6 +269,27 @@ fn s3_store(settings: &StorageSettings, bucket: &str) -> anyhow::Result<AmazonS3
     builder
         .build()
         .with_context(|| format!("while configuring the S3 store for bucket {bucket}"))
+}
+
+/// The HTTP client options of the AWS environment variables (as `AmazonS3Builder::from_env`
+/// sets them), trusting the CA certificates of `ca_file` besides the system's roots.
+fn client_options_with_ca(ca_file: &str) -> anyhow::Result<ClientOptions> {
+    let ca = crate::tls::read_certificates(Path::new(ca_file), "storage.tls_ca_file")?;
+    let mut options = ClientOptions::new();
+    for (name, value) in std::env::vars() {
+        if let Some(AmazonS3ConfigKey::Client(key)) = name
+            .strip_prefix("AWS_")
+            .and_then(|_| name.to_ascii_lowercase().parse().ok())
+        {
+            options = options.with_config(key, value);
+        }
+    }
+    for certificate in &ca.certificates {
+        let certificate = Certificate::from_der(certificate)
+            .with_context(|| format!("while reading storage.tls_ca_file {ca_file}"))?;
+        options = options.with_root_certificate(certificate);
+    }
+    Ok(options)
 }
 
 /// An object path taken as written: our keys are percent-escaped already, and `Path::from`

@@ -10,6 +10,7 @@ use crate::job::{ErrorCode, JobError};
 use crate::period::Period;
 use crate::pgstore::PgStore;
 use crate::region::Region;
+use crate::settings::DataSettings;
 
 /// The shipped sample dataset (see `data/README.md` for the source of every figure).
 pub const BUILTIN_CSV: &str = include_str!("../data/facts.csv");
@@ -32,10 +33,11 @@ pub enum Store {
 
 impl Store {
     /// Opens `data.source`: `builtin`, a CSV file path, or a `postgres://` URL (whose
-    /// migrations are applied).
-    pub async fn open(source: &str) -> anyhow::Result<Store> {
+    /// migrations are applied), with `data.tls_ca_file` as its CA.
+    pub async fn open(data: &DataSettings) -> anyhow::Result<Store> {
+        let source = data.source.as_str();
         if source.starts_with("postgres://") || source.starts_with("postgresql://") {
-            let store = PgStore::connect(source).await?;
+            let store = PgStore::connect(source, data.ca_file()).await?;
             store.migrate().await?;
             return Ok(Store::Postgres(store));
         }

@@ -56,10 +56,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Builds a worker from validated settings: loads the facts, checks typst's fonts and the
-    /// storage URL, all before any message is taken.
+    /// Builds a worker from validated settings: loads the facts, checks typst's fonts, the
+    /// storage URL and the broker's TLS files, all before any message is taken.
     pub fn new(settings: Settings, store: Store, renderer: Renderer, health: Arc<Health>) -> anyhow::Result<Worker> {
         let storage = Storage::open(&settings.storage)?;
+        // Read again at each connection; checked here so that a wrong file stops the start.
+        broker::tls_config(&settings.amqp)?;
         let topology = Topology::new(&settings.amqp, &settings.worker);
         let slots = Arc::new(Semaphore::new(settings.worker.concurrency));
         Ok(Worker {
@@ -106,8 +108,7 @@ impl Worker {
     /// One connection: declare, consume, hand deliveries to jobs. Returns `Ok` on shutdown
     /// (after the jobs in flight have settled) and `Err` when the connection is lost.
     async fn session(self: &Arc<Self>, shutdown: &CancellationToken, tracker: &TaskTracker) -> anyhow::Result<()> {
-        let amqp = &self.settings.amqp;
-        let connection = broker::connect(&amqp.url, amqp.heartbeat_secs, "tradebulletin worker").await?;
+        let connection = broker::connect_with_settings(&self.settings.amqp, "tradebulletin worker").await?;
         let publisher = broker::confirm_channel(&connection).await?;
         self.topology.declare(&publisher).await?;
         let consuming = connection
