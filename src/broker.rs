@@ -204,7 +204,22 @@ pub fn tls_config(amqp: &AmqpSettings) -> anyhow::Result<OwnedTLSConfig> {
 /// at each call so that renewed files are used from the next reconnection on.
 pub async fn connect_with_settings(amqp: &AmqpSettings, name: &str) -> anyhow::Result<Connection> {
     let tls = tls_config(amqp)?;
-    connect_with_tls(&amqp.url, amqp.heartbeat_secs, name, tls).await
+    let connected = connect_with_tls(&amqp.url, amqp.heartbeat_secs, name, tls).await;
+    if !amqp.url.starts_with("amqps://") {
+        return connected;
+    }
+    // TLS failures (an unknown CA, a refused client certificate) say which files were used.
+    connected.with_context(|| {
+        let roots = match amqp.tls_ca_file.as_str() {
+            "" => "the system's roots".to_string(),
+            ca => format!("the system's roots and amqp.tls_ca_file {ca}"),
+        };
+        let client = match amqp.tls_cert_file.as_str() {
+            "" => "no client certificate".to_string(),
+            cert => format!("client certificate amqp.tls_cert_file {cert}"),
+        };
+        format!("while connecting with TLS, trusting {roots}, with {client}")
+    })
 }
 
 /// Connects with heartbeats on, trusting the system's roots for `amqps://`; the URL's own

@@ -7,4 +7,5 @@ mod postgres;
 mod render;
 mod s3;
 mod summary;
+mod tls;
 mod worker;
