@@ -3,7 +3,7 @@
 //! transaction, and the query that fetches only what one summary needs. Connections use TLS
 //! as the URL's `sslmode` says, with libpq's meanings (rustls, through tokio-postgres-rustls).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -283,69 +283,97 @@ impl PgStore {
 
     /// The facts one summary of `region` in `period` can use: the region's, and the nation's
     /// headline series, in the period and its year-ago twin, including the finer periods that
-    /// tile them. The primary key's index serves it, whatever the size of the table.
+    /// tile them. Two index range scans serve it (the primary key for the region, the
+    /// headline index for the nation), whatever the size of the table.
     pub async fn facts_for(&self, region: Region, period: Period) -> anyhow::Result<FactSet> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
                 "SELECT region_code, year, first_month, last_month, partner, flow, product, currency, value, source, note \
                  FROM facts \
-                 WHERE region_code = ANY($1) AND year = ANY($2) AND first_month >= $3 AND last_month <= $4 \
-                   AND (region_code = $5 OR (partner = 'World' AND product = 'all'))",
+                 WHERE region_code = $1 AND year = ANY($2) AND first_month >= $3 AND last_month <= $4 \
+                 UNION ALL \
+                 SELECT region_code, year, first_month, last_month, partner, flow, product, currency, value, source, note \
+                 FROM facts \
+                 WHERE region_code = $5 AND $1 <> $5 AND partner = 'World' AND product = 'all' \
+                   AND year = ANY($2) AND first_month >= $3 AND last_month <= $4",
             )
             .await
             .context("while preparing the facts query")?;
-        let regions = vec![region.code(), Region::china().code()];
         let years: Vec<i16> = vec![period.year() as i16, period.year() as i16 - 1];
         let first = i16::from(period.first_month());
         let last = i16::from(period.last_month());
+        let nation = Region::china();
         let rows = client
-            .query(&statement, &[&regions, &years, &first, &last, &region.code()])
+            .query(&statement, &[&region.code(), &years, &first, &last, &nation.code()])
             .await
             .context("while reading facts")?;
-        let mut names: HashMap<String, Arc<str>> = HashMap::new();
-        let mut intern = |text: &str| -> Arc<str> {
-            if let Some(shared) = names.get(text) {
-                return shared.clone();
-            }
-            let shared: Arc<str> = Arc::from(text);
-            names.insert(text.to_string(), shared.clone());
-            shared
-        };
-        let mut set = FactSet::default();
+        let mut reader = RowReader::default();
         let mut facts = Vec::with_capacity(rows.len());
         for row in &rows {
             let code: &str = row.get(0);
-            let flow: &str = row.get(5);
-            let currency: &str = row.get(7);
-            let (Ok(region), Some(period), Some(flow), Some(currency)) = (
-                Region::parse(code),
+            let fact_region = if code == region.code() { region } else { nation };
+            let (Some(period), Some(flow), Some(currency)) = (
                 Period::new(
                     i32::from(row.get::<_, i16>(1)),
                     row.get::<_, i16>(2) as u8,
                     row.get::<_, i16>(3) as u8,
                 ),
-                Flow::parse(flow),
-                Currency::parse(currency),
+                reader.flow(row.get(5)),
+                reader.currency(row.get(7)),
             ) else {
-                anyhow::bail!("the facts table holds a row the schema should have refused: {row:?}");
+                bail!("the facts table holds a row the schema should have refused: {row:?}");
             };
             facts.push(Fact {
-                region,
+                region: fact_region,
                 period,
                 key: SeriesKey {
-                    partner: intern(row.get(4)),
+                    partner: reader.intern(row.get(4)),
                     flow,
-                    product: intern(row.get(6)),
+                    product: reader.intern(row.get(6)),
                     currency,
                 },
                 value: row.get(8),
-                source: row.get::<_, Option<&str>>(9).map(&mut intern),
-                note: row.get::<_, Option<&str>>(10).map(&mut intern),
+                source: row.get::<_, Option<&str>>(9).map(|s| reader.intern(s)),
+                note: row.get::<_, Option<&str>>(10).map(|s| reader.intern(s)),
             });
         }
+        let mut set = FactSet::default();
         set.extend(facts);
         Ok(set)
+    }
+}
+
+/// Turns the text columns of many rows into shared values, parsing and allocating each
+/// distinct text once: a summary reads thousands of rows that repeat a few hundred names.
+#[derive(Default)]
+struct RowReader {
+    names: HashSet<Arc<str>>,
+    currencies: HashMap<String, Option<Currency>>,
+}
+
+impl RowReader {
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.names.insert(shared.clone());
+        shared
+    }
+
+    /// The schema allows only the flows' own names.
+    fn flow(&self, text: &str) -> Option<Flow> {
+        Flow::ALL.into_iter().find(|flow| flow.as_str() == text)
+    }
+
+    fn currency(&mut self, text: &str) -> Option<Currency> {
+        if let Some(known) = self.currencies.get(text) {
+            return *known;
+        }
+        let parsed = Currency::parse(text);
+        self.currencies.insert(text.to_string(), parsed);
+        parsed
     }
 }
 
