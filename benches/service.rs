@@ -1,0 +1,667 @@
+//! The whole service against the limit of its design: bulletins per second and latency from
+//! publish to result through the real RabbitMQ, worker process and typst, side by side with
+//! the typst CLI alone compiling the same bulletins' sources (from `render --typst-out`) with
+//! the same flags and fonts at the same concurrency. The two alternate, round after round, and
+//! the table gives medians, so a noisy machine does not favour either. It also reads the
+//! worker's resident memory, idle and at its peak.
+//!
+//! Run with `make bench` (or `cargo bench --bench service`) after `scripts/setup`. It prints a
+//! table and writes `BENCHMARKS.md`. Knobs: `TRADEBULLETIN_BENCH_JOBS` (jobs per batch,
+//! default 24), `TRADEBULLETIN_BENCH_ROUNDS` (default 5), `TRADEBULLETIN_BENCH_CONCURRENCY`
+//! (default `1,2`), `TRADEBULLETIN_BENCH_LANGUAGES` (default `en,zh`),
+//! `TRADEBULLETIN_BENCH_OUT` (default `BENCHMARKS.md`, `-` for none).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use tradebulletin::broker::{self, Topology};
+use tradebulletin::narrative::Language;
+use tradebulletin::region::Region;
+use tradebulletin::settings::Settings;
+use tradebulletin::summary::summarise;
+
+/// The PDFs' creation time, the same for the service and for typst alone.
+const SOURCE_DATE_EPOCH: i64 = 1_563_494_400; // 2019-07-19
+
+/// One bulletin to make: a region and period of the shipped dataset, in one language.
+#[derive(Debug, Clone)]
+struct Job {
+    region: String,
+    period: String,
+}
+
+/// What one batch of jobs measured.
+#[derive(Debug, Clone)]
+struct Batch {
+    wall: Duration,
+    latencies: Vec<Duration>,
+    /// The worker's stage times in this batch (seconds summed over its jobs), from /metrics.
+    stages: HashMap<String, f64>,
+}
+
+impl Batch {
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// Every batch of one kind (typst alone or the service) for one language and concurrency.
+#[derive(Debug, Default)]
+struct Series {
+    throughputs: Vec<f64>,
+    latencies: Vec<Duration>,
+    stages: HashMap<String, f64>,
+}
+
+impl Series {
+    fn add(&mut self, batch: Batch) {
+        self.throughputs.push(batch.throughput());
+        self.latencies.extend(batch.latencies);
+        for (stage, seconds) in batch.stages {
+            *self.stages.entry(stage).or_default() += seconds;
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        median_f64(&self.throughputs)
+    }
+
+    /// The mean time of a worker stage per job, in milliseconds.
+    fn stage_ms(&self, stage: &str) -> f64 {
+        self.stages.get(stage).copied().unwrap_or_default() * 1e3 / self.latencies.len() as f64
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+fn median_f64(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} is a number")))
+        .unwrap_or(default)
+}
+
+/// Regions and periods of the shipped dataset that make a bulletin, in a stable order.
+fn distinct_jobs() -> Vec<Job> {
+    let facts = tradebulletin::store::builtin();
+    let candidates: BTreeSet<(String, String)> = facts
+        .facts()
+        .filter(|f| !f.region.is_national())
+        .map(|f| (f.region.name_en().to_string(), f.period.to_string()))
+        .collect();
+    candidates
+        .into_iter()
+        .filter(|(region, period)| {
+            let region = Region::parse(region).unwrap();
+            let period = tradebulletin::period::Period::parse(period).unwrap();
+            summarise(&facts, region, period).is_ok()
+        })
+        .map(|(region, period)| Job { region, period })
+        .collect()
+}
+
+/// Writes each job's Typst source with `render --typst-out`, as a user would get it.
+async fn write_sources(exe: &Path, jobs: &[Job], language: Language, dir: &Path) -> Vec<PathBuf> {
+    let mut sources = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        let source = dir.join(format!("{}-{index}.typ", language.code()));
+        let status = Command::new(exe)
+            .args(["render", "--region", &job.region, "--period", &job.period, "--lang"])
+            .arg(language.code())
+            .arg("--out")
+            .arg(dir.join("render.pdf"))
+            .arg("--typst-out")
+            .arg(&source)
+            .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "render {job:?} failed");
+        sources.push(source);
+    }
+    sources
+}
+
+/// The typst CLI alone: `concurrency` compiles at a time over `sources`, with the flags the
+/// worker uses (src/typst.rs).
+async fn typst_alone(settings: &Settings, sources: &[PathBuf], language: Language, concurrency: usize) -> Batch {
+    let next = Arc::new(AtomicUsize::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for lane in 0..concurrency {
+        let (next, latencies, sources) = (next.clone(), latencies.clone(), sources.to_vec());
+        let render = settings.render.clone();
+        tasks.push(tokio::spawn(async move {
+            let root = sources[0].parent().unwrap().to_path_buf();
+            let packages = root.join(".packages");
+            let out = root.join(format!("out-{lane}.pdf"));
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(source) = sources.get(index) else { break };
+                let compile_started = Instant::now();
+                let mut command = Command::new(&render.typst);
+                command
+                    .arg("compile")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["--ignore-system-fonts", "--ignore-embedded-fonts", "--font-path"])
+                    .arg(std::path::absolute(&render.latin_fonts).unwrap());
+                if language == Language::Zh {
+                    command
+                        .arg("--font-path")
+                        .arg(std::path::absolute(&render.cjk_fonts).unwrap());
+                }
+                let status = command
+                    .args(["--creation-timestamp", &SOURCE_DATE_EPOCH.to_string()])
+                    .args(["--diagnostic-format", "short", "--package-path"])
+                    .arg(&packages)
+                    .arg("--package-cache-path")
+                    .arg(&packages)
+                    .arg(source)
+                    .arg(&out)
+                    .current_dir(&root)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await
+                    .unwrap();
+                assert!(status.success(), "typst failed on {}", source.display());
+                latencies.lock().await.push(compile_started.elapsed());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let wall = started.elapsed();
+    let latencies = std::mem::take(&mut *latencies.lock().await);
+    Batch {
+        wall,
+        latencies,
+        stages: HashMap::new(),
+    }
+}
+
+/// A worker process with its own queue and exchanges.
+struct Worker {
+    child: Child,
+    settings: Settings,
+    http: String,
+}
+
+impl Worker {
+    async fn start(exe: &Path, concurrency: usize, storage: &Path) -> Worker {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env = [
+            ("TRADEBULLETIN__AMQP__REQUEST_QUEUE", format!("bench-{tag}.requests")),
+            ("TRADEBULLETIN__AMQP__RESULTS_EXCHANGE", format!("bench-{tag}.results")),
+            ("TRADEBULLETIN__AMQP__DEAD_LETTER_EXCHANGE", format!("bench-{tag}.dlx")),
+            ("TRADEBULLETIN__AMQP__DEAD_LETTER_QUEUE", format!("bench-{tag}.dead")),
+            ("TRADEBULLETIN__WORKER__CONCURRENCY", concurrency.to_string()),
+            ("TRADEBULLETIN__STORAGE__URL", format!("file://{}", storage.display())),
+            ("TRADEBULLETIN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            ("TRADEBULLETIN__LOG__LEVEL", "warn".to_string()),
+            ("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH.to_string()),
+        ];
+        let mut command = Command::new(exe);
+        command.arg("worker").stdout(Stdio::null()).kill_on_drop(true);
+        for (key, value) in &env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap();
+        let mut settings = Settings::load(None).unwrap();
+        settings.amqp.request_queue = env[0].1.clone();
+        settings.amqp.results_exchange = env[1].1.clone();
+        settings.amqp.dead_letter_exchange = env[2].1.clone();
+        settings.amqp.dead_letter_queue = env[3].1.clone();
+        settings.worker.concurrency = concurrency;
+        let worker = Worker {
+            child,
+            settings,
+            http: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = reqwest::get(format!("{}/readyz", worker.http))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the worker did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        worker
+    }
+
+    /// The worker's stage histograms' sums (seconds), by stage.
+    async fn stage_sums(&self) -> HashMap<String, f64> {
+        let text = reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("tradebulletin_stage_seconds_sum{stage=\""))
+            .filter_map(|rest| {
+                let (stage, value) = rest.split_once("\"}")?;
+                Some((stage.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Resident memory now and at its peak, from /proc, in MiB.
+    fn memory(&self) -> (f64, f64) {
+        let pid = self.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap()
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// `concurrency` jobs in flight at a time: each result received lets the next request be
+    /// published. Latency runs from before the publish to the result's arrival.
+    async fn run(&self, jobs: &[Job], language: Language, concurrency: usize, label: &str) -> Batch {
+        let amqp = &self.settings.amqp;
+        let connection = broker::connect_with_settings(amqp, "tradebulletin bench")
+            .await
+            .unwrap();
+        let channel = broker::confirm_channel(&connection).await.unwrap();
+        let topology = Topology::new(amqp, &self.settings.worker);
+        let results = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                results.name().clone(),
+                amqp.results_exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                results.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let timeout = Duration::from_secs(amqp.publish_timeout_secs);
+        let mut sent: HashMap<String, Instant> = HashMap::new();
+        let publish = |index: usize| {
+            let job = &jobs[index];
+            let id = format!("{label}-{index}");
+            let body = serde_json::json!({
+                "job_id": id,
+                "region": job.region,
+                "period": job.period,
+                "language": language.code(),
+            });
+            let channel = channel.clone();
+            let queue = topology.request_queue.clone();
+            async move {
+                let started = Instant::now();
+                let body = serde_json::to_vec(&body).unwrap();
+                let properties = broker::json_properties();
+                broker::publish(&channel, "", &queue, &body, properties, true, timeout)
+                    .await
+                    .unwrap();
+                (id, started)
+            }
+        };
+        let stages_before = self.stage_sums().await;
+        let started = Instant::now();
+        let mut next = 0;
+        while next < concurrency.min(jobs.len()) {
+            let (id, at) = publish(next).await;
+            sent.insert(id, at);
+            next += 1;
+        }
+        let mut latencies = Vec::new();
+        while latencies.len() < jobs.len() {
+            let delivery = tokio::time::timeout(Duration::from_secs(120), consumer.next())
+                .await
+                .expect("a result within two minutes")
+                .unwrap()
+                .unwrap();
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let result: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+            assert_eq!(result["status"], "succeeded", "{result}");
+            let id = result["job_id"].as_str().unwrap();
+            let Some(at) = sent.remove(id) else { continue };
+            latencies.push(at.elapsed());
+            if next < jobs.len() {
+                let (id, at) = publish(next).await;
+                sent.insert(id, at);
+                next += 1;
+            }
+        }
+        let wall = started.elapsed();
+        let _ = connection.close(200, "done".into()).await;
+        let mut stages = self.stage_sums().await;
+        for (stage, seconds) in &mut stages {
+            *seconds -= stages_before.get(stage).copied().unwrap_or_default();
+        }
+        Batch {
+            wall,
+            latencies,
+            stages,
+        }
+    }
+
+    async fn stop(mut self) {
+        let amqp = self.settings.amqp.clone();
+        let pid = self.child.id().unwrap();
+        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        // The bench's queues and exchanges go with it.
+        let connection = broker::connect_with_settings(&amqp, "tradebulletin bench cleanup")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        for queue in [&amqp.request_queue, &amqp.dead_letter_queue] {
+            let _ = channel.queue_delete(queue.as_str().into(), Default::default()).await;
+        }
+        let _ = channel
+            .queue_delete(
+                format!("{}.unrouted", amqp.results_exchange).as_str().into(),
+                Default::default(),
+            )
+            .await;
+        for exchange in [&amqp.results_exchange, &amqp.dead_letter_exchange] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(
+                format!("{}.unrouted", amqp.results_exchange).as_str().into(),
+                Default::default(),
+            )
+            .await;
+        let _ = connection.close(200, "done".into()).await;
+    }
+}
+
+fn version(command: &str, args: &[&str]) -> String {
+    std::process::Command::new(command)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(|| "unknown".into(), |kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0));
+    format!("{cores} cores ({model}), {memory} memory")
+}
+
+#[tokio::main]
+async fn main() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_tradebulletin"));
+    let settings = Settings::load(None).unwrap();
+    let per_batch = env_number("TRADEBULLETIN_BENCH_JOBS", 24);
+    let rounds = env_number("TRADEBULLETIN_BENCH_ROUNDS", 5);
+    let concurrencies: Vec<usize> = env_list("TRADEBULLETIN_BENCH_CONCURRENCY", "1,2")
+        .iter()
+        .map(|c| c.parse().expect("concurrency is a number"))
+        .collect();
+    let languages: Vec<Language> = env_list("TRADEBULLETIN_BENCH_LANGUAGES", "en,zh")
+        .iter()
+        .map(|l| Language::parse(l).expect("a language: en or zh"))
+        .collect();
+
+    let distinct = distinct_jobs();
+    let jobs: Vec<Job> = distinct.iter().cycle().take(per_batch).cloned().collect();
+    let work = tempfile::tempdir().unwrap();
+    let mut sources = HashMap::new();
+    for &language in &languages {
+        let dir = work.path().join(language.code());
+        std::fs::create_dir_all(&dir).unwrap();
+        sources.insert(language, write_sources(&exe, &jobs, language, &dir).await);
+    }
+    println!(
+        "{} jobs per batch ({} distinct bulletins of the shipped dataset), {rounds} rounds, typst alone and the service alternating",
+        jobs.len(),
+        distinct.len().min(jobs.len())
+    );
+
+    let storage = work.path().join("bulletins");
+    let mut workers = Vec::new();
+    for &concurrency in &concurrencies {
+        workers.push((concurrency, Worker::start(&exe, concurrency, &storage).await));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle: Vec<(usize, f64)> = workers.iter().map(|(c, w)| (*c, w.memory().0)).collect();
+
+    let mut alone: HashMap<(Language, usize), Series> = HashMap::new();
+    let mut service: HashMap<(Language, usize), Series> = HashMap::new();
+    for round in 0..rounds {
+        for &language in &languages {
+            for (concurrency, worker) in &workers {
+                let key = (language, *concurrency);
+                let label = format!("bench-r{round}-{}-c{concurrency}", language.code());
+                // Alternate which goes first, so neither always gets the warmer machine.
+                let typst_first = round % 2 == 0;
+                if typst_first {
+                    let batch = typst_alone(&settings, &sources[&language], language, *concurrency).await;
+                    alone.entry(key).or_default().add(batch);
+                }
+                let batch = worker.run(&jobs, language, *concurrency, &label).await;
+                service.entry(key).or_default().add(batch);
+                if !typst_first {
+                    let batch = typst_alone(&settings, &sources[&language], language, *concurrency).await;
+                    alone.entry(key).or_default().add(batch);
+                }
+            }
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let memory: Vec<(usize, f64, f64, f64)> = workers
+        .iter()
+        .map(|(c, w)| {
+            let (after, peak) = w.memory();
+            let before = idle.iter().find(|(ic, _)| ic == c).map_or(0.0, |(_, m)| *m);
+            (*c, before, after, peak)
+        })
+        .collect();
+    for (_, worker) in workers {
+        worker.stop().await;
+    }
+
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| language | concurrency | typst alone (bulletins/s) | service (bulletins/s) | ratio | typst p50 / p90 / p99 (ms) | service p50 / p90 / p99 (ms) | p50 gap (ms) |"
+    )
+    .unwrap();
+    writeln!(table, "|---|---|---|---|---|---|---|---|").unwrap();
+    for &language in &languages {
+        for &concurrency in &concurrencies {
+            let key = (language, concurrency);
+            let (a, s) = (&alone[&key], &service[&key]);
+            let ratios: Vec<f64> = a.throughputs.iter().zip(&s.throughputs).map(|(a, s)| s / a).collect();
+            writeln!(
+                table,
+                "| {} | {concurrency} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:+.1} |",
+                language.code(),
+                a.throughput(),
+                s.throughput(),
+                median_f64(&ratios),
+                ms(a.percentile(0.5)),
+                ms(a.percentile(0.9)),
+                ms(a.percentile(0.99)),
+                ms(s.percentile(0.5)),
+                ms(s.percentile(0.9)),
+                ms(s.percentile(0.99)),
+                ms(s.percentile(0.5)) - ms(a.percentile(0.5)),
+            )
+            .unwrap();
+        }
+    }
+    let mut profile = String::new();
+    writeln!(
+        profile,
+        "| language | concurrency | summary | fill template | typst (in the worker) | store | publish result | broker and the rest | end to end (mean) |"
+    )
+    .unwrap();
+    writeln!(profile, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    for &language in &languages {
+        for &concurrency in &concurrencies {
+            let s = &service[&(language, concurrency)];
+            let mean = ms(s.latencies.iter().sum::<Duration>()) / s.latencies.len() as f64;
+            let (summary, render, compile) = (s.stage_ms("summary"), s.stage_ms("render"), s.stage_ms("compile"));
+            let (store, publish) = (s.stage_ms("store"), s.stage_ms("publish"));
+            writeln!(
+                profile,
+                "| {} | {concurrency} | {summary:.2} | {:.2} | {compile:.1} | {store:.2} | {publish:.2} | {:.1} | {mean:.1} |",
+                language.code(),
+                render - compile,
+                mean - summary - render - store - publish,
+            )
+            .unwrap();
+        }
+    }
+    let mut costs = String::new();
+    if let (Some(en), Some(zh)) = (
+        languages.iter().find(|l| **l == Language::En),
+        languages.iter().find(|l| **l == Language::Zh),
+    ) {
+        for &concurrency in &concurrencies {
+            let (e, z) = (&service[&(*en, concurrency)], &service[&(*zh, concurrency)]);
+            writeln!(
+                costs,
+                "- concurrency {concurrency}: a Chinese bulletin costs {:.2} times an English one end to end (median latency {:.1} vs {:.1} ms; throughput {:.2} vs {:.2} per second)",
+                ms(z.percentile(0.5)) / ms(e.percentile(0.5)),
+                ms(z.percentile(0.5)),
+                ms(e.percentile(0.5)),
+                z.throughput(),
+                e.throughput(),
+            )
+            .unwrap();
+        }
+    }
+    let mut memory_lines = String::new();
+    for (concurrency, before, after, peak) in memory {
+        writeln!(
+            memory_lines,
+            "- worker with concurrency {concurrency}: {before:.1} MiB idle before the jobs, {after:.1} MiB idle after them, {peak:.1} MiB at its peak (VmHWM; typst's own processes not included)"
+        )
+        .unwrap();
+    }
+    println!("\n{table}\nWhere a job's time goes in the service (mean milliseconds per job, from the worker's /metrics):\n\n{profile}\n{costs}\n{memory_lines}");
+
+    let out = std::env::var("TRADEBULLETIN_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
+    if out != "-" {
+        let report = format!(
+            "# Benchmarks\n\n\
+             Written by `make bench` (`cargo bench --bench service`, benches/service.rs); rerun it to refresh this page.\n\n\
+             - machine: {}\n- versions: tradebulletin {} ({}), {}, {}, RabbitMQ {}\n\
+             - {} jobs per batch over {} distinct bulletins of the shipped dataset, {rounds} rounds; in each round typst alone and the service alternate (which goes first alternates too)\n\
+             - typst alone: the typst CLI compiling the sources `render --typst-out` writes, with the worker's flags and fonts, `concurrency` compiles at a time\n\
+             - service: requests published to a worker process with `worker.concurrency` = concurrency, `concurrency` requests in flight (the next published when a result arrives); latency from before the publish to the result on the results exchange; PDFs stored in local files\n\
+             - throughput: median over rounds of bulletins per second; ratio: median of the rounds' service / typst-alone ratios; latency percentiles over all jobs of all rounds\n\n\
+             {table}\n## Where a job's time goes\n\n\
+             Mean milliseconds per job, from the worker's stage histograms (`/metrics`); \"typst (in the worker)\" includes writing the job's sources and reading the PDF, \"broker and the rest\" is the end-to-end latency minus the stages: the request's and the result's trips through RabbitMQ.\n\n\
+             {profile}\n## Chinese and English\n\n{costs}\n## Memory\n\n{memory_lines}",
+            machine(),
+            env!("CARGO_PKG_VERSION"),
+            version("git", &["rev-parse", "--short", "HEAD"]),
+            version(&settings.render.typst, &["--version"]),
+            version("rustc", &["--version"]),
+            version("rabbitmqctl", &["version"]),
+            jobs.len(),
+            distinct.len().min(jobs.len()),
+        );
+        std::fs::write(&out, report).unwrap();
+        println!("wrote {out}");
+    }
+}
