@@ -21,11 +21,13 @@ fn bench(c: &mut Criterion) {
         binary: settings.render.typst.clone().into(),
         latin_fonts: settings.render.latin_fonts.clone().into(),
         cjk_fonts: settings.render.cjk_fonts.clone().into(),
+        cjk_fallback_fonts: settings.render.cjk_fallback_fonts.clone().into(),
         timeout: Duration::from_secs(60),
         max_concurrent: 1,
     })
     .expect("scripts/setup has installed the fonts");
     let options = typst.options().clone();
+    let paths_typst = typst.clone();
     let renderer = Renderer::new(typst, "bench".into());
     let store = tradebulletin::store::builtin();
     let summary = summarise(
@@ -53,16 +55,9 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("render/{name}/typst CLI alone"), |b| {
             b.iter(|| {
                 let mut command = Command::new(&options.binary);
-                command
-                    .args([
-                        "compile",
-                        "--ignore-system-fonts",
-                        "--ignore-embedded-fonts",
-                        "--font-path",
-                    ])
-                    .arg(&options.latin_fonts);
-                if language == Language::Zh {
-                    command.arg("--font-path").arg(&options.cjk_fonts);
+                command.args(["compile", "--ignore-system-fonts", "--ignore-embedded-fonts"]);
+                for dir in paths_typst.font_paths(&source, language) {
+                    command.arg("--font-path").arg(dir);
                 }
                 let status = command
                     .args(["--creation-timestamp", "0", "--root"])

@@ -308,6 +308,7 @@ fn typst_runner(settings: &Settings) -> anyhow::Result<Typst> {
         binary: settings.render.typst.clone().into(),
         latin_fonts: settings.render.latin_fonts.clone().into(),
         cjk_fonts: settings.render.cjk_fonts.clone().into(),
+        cjk_fallback_fonts: settings.render.cjk_fallback_fonts.clone().into(),
         timeout: Duration::from_secs(settings.render.timeout_secs),
         max_concurrent: settings.compile_slots(),
     })

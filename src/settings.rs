@@ -70,6 +70,7 @@ pub struct RenderSettings {
     pub max_concurrent: usize,
     pub latin_fonts: String,
     pub cjk_fonts: String,
+    pub cjk_fallback_fonts: String,
     pub publisher: String,
 }
 

@@ -28,8 +28,13 @@ pub struct TypstOptions {
     pub binary: PathBuf,
     /// Fonts every bulletin uses (Latin text).
     pub latin_fonts: PathBuf,
-    /// Fonts added for Chinese bulletins.
+    /// Fonts added for Chinese bulletins, and for any bulletin with a character the Latin
+    /// fonts lack: Noto Sans CJK SC Core, cut to GB 2312 (scripts/cjk-fonts).
     pub cjk_fonts: PathBuf,
+    /// Complete fonts added only for a bulletin with a character neither directory above has
+    /// (rare hanzi, Hangul): Noto Sans CJK SC and HanaMin. They are large, and typst reads
+    /// every font on its path on every run, so they are not on it otherwise.
+    pub cjk_fallback_fonts: PathBuf,
     pub timeout: Duration,
     /// How many compiles may run at once.
     pub max_concurrent: usize,
@@ -56,7 +61,50 @@ pub enum CompileError {
 #[derive(Debug, Clone)]
 pub struct Typst {
     options: Arc<TypstOptions>,
+    /// What `latin_fonts` and `cjk_fonts` cover, in that order.
+    coverage: Arc<[Coverage; 2]>,
     permits: Arc<Semaphore>,
+}
+
+/// The characters the fonts of one directory have, read from the `coverage.txt` that
+/// scripts/cjk-fonts writes there: sorted, disjoint ranges of code points.
+#[derive(Debug, Default)]
+struct Coverage(Vec<(u32, u32)>);
+
+impl Coverage {
+    /// The file's ranges; none if it is missing or unreadable, so that the next directory is
+    /// always added: slower, but no character goes without a glyph.
+    fn load(dir: &Path) -> Coverage {
+        let path = dir.join("coverage.txt");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            tracing::warn!(
+                "no {}: every bulletin gets the next font directory too (scripts/setup writes it)",
+                path.display()
+            );
+            return Coverage::default();
+        };
+        Coverage::parse(&text)
+    }
+
+    fn parse(text: &str) -> Coverage {
+        let hex = |s: &str| u32::from_str_radix(s.trim(), 16).ok();
+        let mut ranges: Vec<(u32, u32)> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .filter_map(|l| match l.split_once('-') {
+                Some((lo, hi)) => Some((hex(lo)?, hex(hi)?)),
+                None => hex(l).map(|cp| (cp, cp)),
+            })
+            .collect();
+        ranges.sort_unstable();
+        Coverage(ranges)
+    }
+
+    fn contains(&self, c: char) -> bool {
+        let cp = u32::from(c);
+        let i = self.0.partition_point(|&(lo, _)| lo <= cp);
+        i > 0 && self.0[i - 1].1 >= cp
+    }
 }
 
 impl Typst {
@@ -66,6 +114,7 @@ impl Typst {
         for (key, dir) in [
             ("render.latin_fonts", &mut options.latin_fonts),
             ("render.cjk_fonts", &mut options.cjk_fonts),
+            ("render.cjk_fallback_fonts", &mut options.cjk_fallback_fonts),
         ] {
             *dir = std::path::absolute(&*dir).with_context(|| format!("while resolving {key}"))?;
             let has_fonts = std::fs::read_dir(&*dir).is_ok_and(|entries| {
@@ -79,14 +128,37 @@ impl Typst {
             }
         }
         let permits = Arc::new(Semaphore::new(options.max_concurrent.max(1)));
+        let coverage = Arc::new([Coverage::load(&options.latin_fonts), Coverage::load(&options.cjk_fonts)]);
         Ok(Typst {
             options: Arc::new(options),
+            coverage,
             permits,
         })
     }
 
     pub fn options(&self) -> &TypstOptions {
         &self.options
+    }
+
+    /// The font directories typst gets for `source`: the Latin fonts; the CJK core for a
+    /// Chinese bulletin or a character the Latin fonts lack; the complete CJK fonts only for a
+    /// character neither has. Typst scans every face on its path on every run (the complete
+    /// fonts alone cost ~5 ms), so an English bulletin pays nothing for Chinese support.
+    pub fn font_paths(&self, source: &str, language: Language) -> Vec<&Path> {
+        let options = &self.options;
+        let [latin, cjk] = &*self.coverage;
+        let beyond_latin: Vec<char> = source
+            .chars()
+            .filter(|&c| !c.is_control() && !latin.contains(c))
+            .collect();
+        let mut paths = vec![options.latin_fonts.as_path()];
+        if language == Language::Zh || !beyond_latin.is_empty() {
+            paths.push(&options.cjk_fonts);
+        }
+        if beyond_latin.iter().any(|&c| !cjk.contains(c)) {
+            paths.push(&options.cjk_fallback_fonts);
+        }
+        paths
     }
 
     /// Compiles `source` (a filled bulletin template) to PDF bytes. `created` is the PDF's
@@ -103,7 +175,7 @@ impl Typst {
             .context("while creating the job's typst root")?;
         write_sources(root.path(), source).await?;
         let output = root.path().join("bulletin.pdf");
-        let mut command = self.command(root.path(), language, created, &output);
+        let mut command = self.command(root.path(), source, language, created, &output);
         let mut child = command.spawn().with_context(|| {
             format!(
                 "while starting typst `{}` (set render.typst)",
@@ -144,7 +216,7 @@ impl Typst {
         })
     }
 
-    fn command(&self, root: &Path, language: Language, created: i64, output: &Path) -> Command {
+    fn command(&self, root: &Path, source: &str, language: Language, created: i64, output: &Path) -> Command {
         let options = &self.options;
         let packages = root.join(".packages");
         let mut command = Command::new(&options.binary);
@@ -153,11 +225,9 @@ impl Typst {
             .arg("--root")
             .arg(root)
             .arg("--ignore-system-fonts")
-            .arg("--ignore-embedded-fonts")
-            .arg("--font-path")
-            .arg(&options.latin_fonts);
-        if language == Language::Zh {
-            command.arg("--font-path").arg(&options.cjk_fonts);
+            .arg("--ignore-embedded-fonts");
+        for dir in self.font_paths(source, language) {
+            command.arg("--font-path").arg(dir);
         }
         command
             .arg("--creation-timestamp")
@@ -214,4 +284,71 @@ fn diagnostic(stderr: &str, root: &Path, source: &str) -> String {
         }
     }
     out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typst_with(dir: &Path, latin: &str, cjk: &str) -> Typst {
+        for (name, coverage) in [("latin", latin), ("cjk", cjk), ("fallback", "")] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            std::fs::write(dir.join(name).join("a.otf"), b"").unwrap();
+            if !coverage.is_empty() {
+                std::fs::write(dir.join(name).join("coverage.txt"), coverage).unwrap();
+            }
+        }
+        Typst::new(TypstOptions {
+            binary: "typst".into(),
+            latin_fonts: dir.join("latin"),
+            cjk_fonts: dir.join("cjk"),
+            cjk_fallback_fonts: dir.join("fallback"),
+            timeout: Duration::from_secs(1),
+            max_concurrent: 1,
+        })
+        .unwrap()
+    }
+
+    fn names(paths: Vec<&Path>) -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn coverage_ranges() {
+        let coverage = Coverage::parse("# comment\n0020-007E\n00B7\n4E00-4E01\n");
+        assert!(coverage.contains(' ') && coverage.contains('~') && coverage.contains('·'));
+        assert!(coverage.contains('一') && coverage.contains('丁'));
+        assert!(!coverage.contains('\u{7F}') && !coverage.contains('丂') && !coverage.contains('é'));
+    }
+
+    #[test]
+    fn fonts_follow_the_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let typst = typst_with(dir.path(), "0020-007E\n00B7\n", "0020-007E\n00B7\n4E00-9FA5\n");
+        let en = Language::En;
+        // English with only what the Latin fonts have: exactly the paths of before.
+        assert_eq!(names(typst.font_paths("Heilongjiang · 2019\n\ttotal", en)), ["latin"]);
+        // A Chinese bulletin always gets the core; a partner named 香港 brings it to English.
+        assert_eq!(names(typst.font_paths("2019", Language::Zh)), ["latin", "cjk"]);
+        assert_eq!(names(typst.font_paths("Partner: 香港", en)), ["latin", "cjk"]);
+        // A character the core lacks brings the complete fonts, in either language.
+        assert_eq!(names(typst.font_paths("𠀀", en)), ["latin", "cjk", "fallback"]);
+        assert_eq!(
+            names(typst.font_paths("黑龙江 𠀀", Language::Zh)),
+            ["latin", "cjk", "fallback"]
+        );
+    }
+
+    #[test]
+    fn without_coverage_every_directory_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let typst = typst_with(dir.path(), "", "");
+        assert_eq!(
+            names(typst.font_paths("total", Language::En)),
+            ["latin", "cjk", "fallback"]
+        );
+    }
 }

@@ -70,6 +70,7 @@ pub fn typst(binary: Option<&Path>, timeout: Duration) -> Typst {
         binary: binary.map_or_else(|| settings.render.typst.clone().into(), Path::to_path_buf),
         latin_fonts: settings.render.latin_fonts.clone().into(),
         cjk_fonts: settings.render.cjk_fonts.clone().into(),
+        cjk_fallback_fonts: settings.render.cjk_fallback_fonts.clone().into(),
         timeout,
         max_concurrent: 2,
     })

@@ -344,3 +344,54 @@ fn the_seed_summary_renders_through_the_library_too() {
     assert!(bulletin.pdf.starts_with(b"%PDF-"));
     assert!(bulletin.source.contains("#import \"bulletin-lib.typ\""));
 }
+
+/// The fonts a PDF embeds, by name (pdffonts).
+fn pdf_fonts(pdf: &Path) -> String {
+    let output = std::process::Command::new("pdffonts").arg(pdf).output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn any_chinese_name_prints_in_either_language() {
+    // 香港 is in the GB 2312 core (fonts/cjk); 堃 is not (the complete Noto Sans CJK SC in
+    // fonts/cjk-fallback has it); 𠀀 (Extension B) only HanaMin has.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "\
+Yunnan,2021-Q3,World,exports,all,5200000000,USD
+Yunnan,2021-Q3,World,imports,all,4100000000,USD
+Yunnan,2021-Q3,香港,total,all,2500000000,USD
+Yunnan,2021-Q3,堃𠀀贸易,total,all,900000000,USD
+";
+    let facts = facts_file(dir.path(), "names.csv", rows);
+    for lang in ["en", "zh"] {
+        let pdf = dir.path().join(format!("names-{lang}.pdf"));
+        run_ok(&[
+            "render",
+            "--region",
+            "Yunnan",
+            "--period",
+            "2021-Q3",
+            "--lang",
+            lang,
+            "--facts",
+            facts.to_str().unwrap(),
+            "--out",
+            pdf.to_str().unwrap(),
+        ]);
+        let text = pdf_text(&pdf);
+        for name in ["香港", "堃𠀀贸易"] {
+            assert!(text.contains(name), "{lang}: missing `{name}` in:\n{text}");
+        }
+        // The fallback faces were on typst's path and used: no tofu. (An English bulletin
+        // names no CJK family: typst's fallback may take the complete face for all of them.)
+        let fonts = pdf_fonts(&pdf);
+        let faces: &[&str] = match lang {
+            "zh" => &["+NotoSansCJKscCore-Regular", "+NotoSansCJKsc-Regular", "+HanaMinA"],
+            _ => &["+NotoSansCJKsc-Regular", "+HanaMinA"],
+        };
+        for face in faces {
+            assert!(fonts.contains(face), "{lang}: no {face} in:\n{fonts}");
+        }
+    }
+}
