@@ -1,7 +1,8 @@
-//! The typst child process: compiles a filled template to PDF in a fresh root directory per
-//! job, with every input explicit (root, fonts, creation timestamp, no system fonts, no
-//! package downloads), a timeout that kills and reaps the child, and a bound on how many
-//! compiles run at once. Typst's diagnostics become an error naming the template and line.
+//! The typst child process: compiles a filled template to PDF, the source on its stdin and the
+//! PDF on its stdout, with every input explicit (a root holding only the bulletin library,
+//! fonts, creation timestamp, no system fonts, no package downloads), a timeout that kills and
+//! reaps the child, and a bound on how many compiles run at once. Typst's diagnostics become
+//! an error naming the template and line.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,15 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
 use crate::narrative::Language;
 use crate::template::{BULLETIN_TEMPLATE, TYPST_LIBRARY};
 
-/// The name of the filled template inside the job's root.
+/// The name of the filled template, as `render --typst-out` writes it and as diagnostics name it.
 pub const SOURCE_NAME: &str = "bulletin.typ";
+/// typst's niceness (see `lower_priority`).
+const TYPST_NICENESS: libc::c_int = 10;
+/// How typst names a source read from its stdin.
+const STDIN_NAME: &str = "<stdin>";
 /// The most of typst's stderr kept for an error message.
 const MAX_DIAGNOSTIC_BYTES: usize = 4000;
 
@@ -64,6 +69,9 @@ pub struct Typst {
     /// What `latin_fonts` and `cjk_fonts` cover, in that order.
     coverage: Arc<[Coverage; 2]>,
     permits: Arc<Semaphore>,
+    /// The root every compile shares: the bulletin library and nothing else. Sources come on
+    /// stdin and PDFs go to stdout, so a job writes no file.
+    root: Arc<tempfile::TempDir>,
 }
 
 /// The characters the fonts of one directory have, read from the `coverage.txt` that
@@ -111,6 +119,13 @@ impl Typst {
     /// Checks the font directories (made absolute, as typst runs in the job's root) and
     /// prepares the compile slots.
     pub fn new(mut options: TypstOptions) -> anyhow::Result<Typst> {
+        // An absolute path lets the standard library start typst with posix_spawn instead of
+        // fork, which copies the worker's page tables at every job (the environment is
+        // cleared, and a program looked up in a changed PATH needs fork). Not found: left as
+        // is, and a compile says so.
+        if let Some(found) = on_path(&options.binary) {
+            options.binary = found;
+        }
         for (key, dir) in [
             ("render.latin_fonts", &mut options.latin_fonts),
             ("render.cjk_fonts", &mut options.cjk_fonts),
@@ -129,10 +144,16 @@ impl Typst {
         }
         let permits = Arc::new(Semaphore::new(options.max_concurrent.max(1)));
         let coverage = Arc::new([Coverage::load(&options.latin_fonts), Coverage::load(&options.cjk_fonts)]);
+        let root = tempfile::Builder::new()
+            .prefix("tradebulletin-")
+            .tempdir()
+            .context("while creating typst's root")?;
+        write_library(root.path())?;
         Ok(Typst {
             options: Arc::new(options),
             coverage,
             permits,
+            root: Arc::new(root),
         })
     }
 
@@ -169,45 +190,66 @@ impl Typst {
             .acquire()
             .await
             .context("while waiting for a compile slot")?;
-        let root = tempfile::Builder::new()
-            .prefix("tradebulletin-")
-            .tempdir()
-            .context("while creating the job's typst root")?;
-        write_sources(root.path(), source).await?;
-        let output = root.path().join("bulletin.pdf");
-        let mut command = self.command(root.path(), source, language, created, &output);
+        let root = self.root.path();
+        if !root.join(TYPST_LIBRARY.0).is_file() {
+            // Something cleaned the temporary directory under a long-running worker.
+            std::fs::create_dir_all(root).context("while recreating typst's root")?;
+            write_library(root)?;
+        }
+        let mut command = self.command(root, source, language, created);
         let mut child = command.spawn().with_context(|| {
             format!(
                 "while starting typst `{}` (set render.typst)",
                 self.options.binary.display()
             )
         })?;
+        lower_priority(&child);
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
-        let reader = tokio::spawn(async move {
-            let mut buffer = Vec::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buffer).await;
-            buffer
-        });
-        let status = tokio::select! {
-            status = child.wait() => status.context("while waiting for typst")?,
-            () = tokio::time::sleep(self.options.timeout) => {
+        let run = async {
+            let write = async {
+                // A typst that exits early closes the pipe; its status tells why.
+                let _ = stdin.write_all(source.as_bytes()).await;
+                drop(stdin);
+            };
+            let mut pdf = Vec::new();
+            let mut diagnostics = Vec::new();
+            let read_diagnostics = async {
+                let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut diagnostics).await;
+                // The rest is dropped, but read, so that typst never blocks on a full pipe.
+                let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            };
+            let (_, pdf_read, _) = tokio::join!(write, stdout.read_to_end(&mut pdf), read_diagnostics);
+            let status = child.wait().await;
+            (status, pdf_read.map(|_| pdf), diagnostics)
+        };
+        let (status, pdf, stderr) = match tokio::time::timeout(self.options.timeout, run).await {
+            Ok(finished) => finished,
+            Err(_) => {
                 // Kill and reap, so no process is left behind.
                 let _ = child.kill().await;
-                reader.abort();
                 return Err(CompileError::Timeout(self.options.timeout));
             }
         };
-        let stderr = reader.await.unwrap_or_default();
+        let status = status.context("while waiting for typst")?;
         let stderr = String::from_utf8_lossy(&stderr[..stderr.len().min(MAX_DIAGNOSTIC_BYTES)]).into_owned();
         if status.success() {
-            return tokio::fs::read(&output).await.map_err(|e| CompileError::Crashed {
-                status: status.to_string(),
-                stderr: format!("typst exited 0 but wrote no PDF: {e}"),
-            });
+            return match pdf {
+                Ok(pdf) if pdf.starts_with(b"%PDF") => Ok(pdf),
+                Ok(_) => Err(CompileError::Crashed {
+                    status: status.to_string(),
+                    stderr: "typst exited 0 but wrote no PDF".to_string(),
+                }),
+                Err(e) => Err(CompileError::Crashed {
+                    status: status.to_string(),
+                    stderr: format!("while reading the PDF from typst: {e}"),
+                }),
+            };
         }
         if status.code() == Some(1) && stderr.contains("error") {
             return Err(CompileError::Rejected {
-                diagnostic: diagnostic(&stderr, root.path(), source),
+                diagnostic: diagnostic(&stderr, root, source),
             });
         }
         Err(CompileError::Crashed {
@@ -216,7 +258,7 @@ impl Typst {
         })
     }
 
-    fn command(&self, root: &Path, source: &str, language: Language, created: i64, output: &Path) -> Command {
+    fn command(&self, root: &Path, source: &str, language: Language, created: i64) -> Command {
         let options = &self.options;
         let packages = root.join(".packages");
         let mut command = Command::new(&options.binary);
@@ -238,21 +280,56 @@ impl Typst {
             .arg(&packages)
             .arg("--package-cache-path")
             .arg(&packages)
-            .arg(root.join(SOURCE_NAME))
-            .arg(output)
+            // The source from stdin, the PDF to stdout.
+            .args(["-", "-"])
             .current_dir(root)
             // Only PATH, so that no TYPST_* variable of the caller changes the inputs.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         command
     }
 }
 
-/// Writes the filled template and the static library into `dir`, as typst compiles them.
+/// Runs typst below the worker's own CPU priority, so that the worker's short tasks (and the
+/// broker's, on a shared host) are not queued behind a compile; typst still gets every cycle
+/// nobody else wants. Set after the start rather than in the child, which would need fork.
+fn lower_priority(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: setpriority only reads its arguments; a failure leaves the priority as it was.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, pid, TYPST_NICENESS);
+        }
+    }
+}
+
+/// Where a bare program name such as `typst` is on the PATH.
+fn on_path(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.components().count() != 1 {
+        return std::path::absolute(program).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|found| std::path::absolute(found).ok())
+}
+
+/// Writes the static bulletin library into `dir`, typst's root.
+fn write_library(dir: &Path) -> anyhow::Result<()> {
+    let (lib_name, lib_source) = TYPST_LIBRARY;
+    std::fs::write(dir.join(lib_name), lib_source)
+        .with_context(|| format!("while writing {lib_name} in {}", dir.display()))
+}
+
+/// Writes the filled template and the static library into `dir`, as `render --typst-out` and
+/// anyone compiling a bulletin's source by hand need them.
 pub async fn write_sources(dir: &Path, source: &str) -> anyhow::Result<()> {
     let (lib_name, lib_source) = TYPST_LIBRARY;
     tokio::fs::write(dir.join(SOURCE_NAME), source)
@@ -271,7 +348,7 @@ fn diagnostic(stderr: &str, root: &Path, source: &str) -> String {
     let lines: Vec<&str> = source.lines().collect();
     let mut out = Vec::new();
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        let line = line.replace(&root_text, "");
+        let line = line.replace(&root_text, "").replace(STDIN_NAME, SOURCE_NAME);
         let quoted = line
             .strip_prefix(&format!("{SOURCE_NAME}:"))
             .and_then(|rest| rest.split(':').next())
