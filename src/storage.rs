@@ -118,28 +118,14 @@ impl Storage {
         match self {
             Storage::File { root } => {
                 let path = root.join(key);
-                let dir = path.parent().expect("a key has a directory");
-                tokio::fs::create_dir_all(dir)
+                let bytes = pdf.to_vec();
+                // One trip to the blocking pool for the whole write, not one per call.
+                let stored = tokio::task::spawn_blocking(move || write_new_file(&path, &bytes))
                     .await
-                    .with_context(|| format!("while creating {}", dir.display()))?;
-                let temporary = dir.join(format!(".{}.{}.tmp", uuid::Uuid::new_v4(), std::process::id()));
-                let written = async {
-                    tokio::fs::write(&temporary, pdf).await?;
-                    tokio::fs::File::open(&temporary).await?.sync_all().await?;
-                    // A hard link fails if the name exists: create-only, unlike rename.
-                    match tokio::fs::hard_link(&temporary, &path).await {
-                        Ok(()) => Ok(true),
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                        Err(e) => Err(e),
-                    }
-                }
-                .await;
-                let _ = tokio::fs::remove_file(&temporary).await;
-                let created = written.with_context(|| format!("while writing {}", path.display()))?;
-                if created {
-                    Ok(describe(file_url(&path), pdf))
-                } else {
-                    self.find(key).await?.context("the PDF vanished after it was found")
+                    .context("the file writer panicked")??;
+                match stored {
+                    Some(stored) => Ok(stored),
+                    None => self.find(key).await?.context("the PDF vanished after it was found"),
                 }
             }
             Storage::S3 { store, .. } => {
@@ -310,6 +296,29 @@ fn describe(location: String, pdf: &[u8]) -> StoredPdf {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes `pdf` at `path` durably (flushed to disk before it gets its name) unless a file is
+/// there already: `None` then. Create-only through a hard link, which fails if the name
+/// exists, unlike a rename.
+fn write_new_file(path: &Path, pdf: &[u8]) -> anyhow::Result<Option<StoredPdf>> {
+    use std::io::Write;
+    let dir = path.parent().expect("a key has a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+    let temporary = dir.join(format!(".{}.{}.tmp", uuid::Uuid::new_v4(), std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(pdf)?;
+        file.sync_data()?;
+        match std::fs::hard_link(&temporary, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&temporary);
+    let created = written.with_context(|| format!("while writing {}", path.display()))?;
+    Ok(created.then(|| describe(file_url(path), pdf)))
 }
 
 fn file_url(path: &Path) -> String {
