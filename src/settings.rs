@@ -259,10 +259,17 @@ impl Settings {
         }
     }
 
-    /// Deliveries in flight: `amqp.prefetch`, or the worker's concurrency when 0.
+    /// Jobs one worker holds at once: twice as many as it compiles, so that whenever a compile
+    /// ends another job is already there to take its place, while the finished one is stored
+    /// and published and the broker delivers the next.
+    pub fn job_slots(&self) -> usize {
+        self.worker.concurrency * 2
+    }
+
+    /// Deliveries in flight: `amqp.prefetch`, or the worker's job slots when 0.
     pub fn prefetch(&self) -> u16 {
         match self.amqp.prefetch {
-            0 => u16::try_from(self.worker.concurrency).unwrap_or(u16::MAX),
+            0 => u16::try_from(self.job_slots()).unwrap_or(u16::MAX),
             n => n,
         }
     }
@@ -309,7 +316,8 @@ mod tests {
         assert_eq!(settings.amqp.request_queue, "bulletin.requests");
         assert_eq!(settings.amqp.results_exchange, "bulletin.results");
         assert_eq!(settings.data.source, "builtin");
-        assert_eq!(settings.prefetch(), settings.worker.concurrency as u16);
+        assert_eq!(settings.compile_slots(), settings.worker.concurrency);
+        assert_eq!(settings.prefetch(), settings.worker.concurrency as u16 * 2);
         assert!(settings.storage.url.starts_with("file://"));
     }
 

@@ -50,7 +50,7 @@ pub struct Worker {
     store: Store,
     renderer: Renderer,
     storage: Storage,
-    /// How many jobs run at once.
+    /// How many jobs run at once (`Settings::job_slots`).
     slots: Arc<Semaphore>,
     health: Arc<Health>,
 }
@@ -63,7 +63,7 @@ impl Worker {
         // Read again at each connection; checked here so that a wrong file stops the start.
         broker::tls_config(&settings.amqp)?;
         let topology = Topology::new(&settings.amqp, &settings.worker);
-        let slots = Arc::new(Semaphore::new(settings.worker.concurrency));
+        let slots = Arc::new(Semaphore::new(settings.job_slots()));
         Ok(Worker {
             settings,
             topology,
