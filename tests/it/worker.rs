@@ -308,6 +308,44 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_with_one_pdf() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_compiles_concurrency_bulletins_at_once_and_holds_the_next_ready() {
+    let bus = Bus::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let typst = slow_typst(dir.path(), 1.5);
+    let mut results = bus.results("bulletin.#").await;
+    let worker = bus.spawn_worker(&[
+        ("TRADEBULLETIN__RENDER__TYPST", typst.to_str().unwrap()),
+        ("TRADEBULLETIN__WORKER__CONCURRENCY", "1"),
+    ]);
+    for n in 0..4 {
+        bus.request(
+            json!({"job_id": format!("pipe-{n}"), "region": "Jilin", "period": "2020"}),
+            &format!("m{n}"),
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while typst_starts(dir.path()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compile started: {}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One compile at a time (worker.concurrency = 1), and a second job already taken from the
+    // queue, so that it starts the moment the first compile ends: two of four are left.
+    assert_eq!(typst_starts(dir.path()), 1, "{}", worker.log());
+    assert_eq!(bus.depth(&bus.topology.request_queue).await, 2, "{}", worker.log());
+    let received = collect(&mut results, 4, Duration::from_secs(30)).await;
+    assert_eq!(received.len(), 4, "{}", worker.log());
+    assert!(received.iter().all(|r| r.status() == "succeeded"));
+    assert_eq!(typst_starts(dir.path()), 4);
+    bus.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_jobs_in_flight_finish_and_exits_zero() {
     let bus = Bus::new().await;
     let dir = tempfile::tempdir().unwrap();
