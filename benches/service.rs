@@ -29,6 +29,7 @@ use tradebulletin::narrative::Language;
 use tradebulletin::region::Region;
 use tradebulletin::settings::Settings;
 use tradebulletin::summary::summarise;
+use tradebulletin::typst::{Typst, TypstOptions};
 
 /// The PDFs' creation time, the same for the service and for typst alone.
 const SOURCE_DATE_EPOCH: i64 = 1_563_494_400; // 2019-07-19
@@ -85,6 +86,61 @@ impl Series {
         let mut sorted = self.latencies.clone();
         sorted.sort();
         sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+/// CPU time of a process and of its children it has waited for, in milliseconds, from
+/// /proc/PID/stat (utime + stime, cutime + cstime).
+fn cpu_ms(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect())
+        .unwrap_or_default();
+    // Fields 14-17 of the man page, counted from the state (field 3) here.
+    let tick_ms = 1000.0 / 100.0;
+    let at = |n: usize| fields.get(n - 3).copied().unwrap_or(0.0) * tick_ms;
+    (at(14) + at(15), at(16) + at(17))
+}
+
+/// The broker's process (RabbitMQ's Erlang VM), for its CPU time.
+fn broker_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        (comm.trim() == "beam.smp").then(|| entry.file_name().to_string_lossy().into_owned())
+    })
+}
+
+/// CPU time spent by each part of the system during a batch.
+struct CpuMeter {
+    worker: Option<String>,
+    broker: Option<String>,
+    start: [f64; 4],
+}
+
+impl CpuMeter {
+    fn read(worker: &Option<String>, broker: &Option<String>) -> [f64; 4] {
+        let (worker_own, worker_children) = worker.as_deref().map_or((0.0, 0.0), cpu_ms);
+        let (bench_own, bench_children) = cpu_ms("self");
+        let broker = broker.as_deref().map_or(0.0, |pid| cpu_ms(pid).0);
+        [worker_own, worker_children + bench_children, broker, bench_own]
+    }
+
+    fn start(worker: Option<String>) -> CpuMeter {
+        let broker = broker_pid();
+        let start = CpuMeter::read(&worker, &broker);
+        CpuMeter { worker, broker, start }
+    }
+
+    /// Seconds of CPU of the worker, typst (children), the broker and the client, named as
+    /// stages are.
+    fn stop(self) -> HashMap<String, f64> {
+        let end = CpuMeter::read(&self.worker, &self.broker);
+        ["cpu:worker", "cpu:typst", "cpu:broker", "cpu:client"]
+            .iter()
+            .zip(end.iter().zip(self.start))
+            .map(|(name, (end, start))| (name.to_string(), (end - start) / 1e3))
+            .collect()
     }
 }
 
@@ -161,16 +217,17 @@ async fn write_sources(exe: &Path, jobs: &[Job], language: Language, dir: &Path)
     sources
 }
 
-/// The typst CLI alone: `concurrency` compiles at a time over `sources`, with the flags the
-/// worker uses (src/typst.rs).
-async fn typst_alone(settings: &Settings, sources: &[PathBuf], language: Language, concurrency: usize) -> Batch {
+/// The typst CLI alone: `concurrency` compiles at a time over `sources`, with the flags and
+/// font directories the worker gives typst for each source (src/typst.rs).
+async fn typst_alone(typst: &Typst, sources: &[PathBuf], language: Language, concurrency: usize) -> Batch {
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let cpu = CpuMeter::start(None);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for lane in 0..concurrency {
         let (next, latencies, sources) = (next.clone(), latencies.clone(), sources.to_vec());
-        let render = settings.render.clone();
+        let typst = typst.clone();
         tasks.push(tokio::spawn(async move {
             let root = sources[0].parent().unwrap().to_path_buf();
             let packages = root.join(".packages");
@@ -178,18 +235,16 @@ async fn typst_alone(settings: &Settings, sources: &[PathBuf], language: Languag
             loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 let Some(source) = sources.get(index) else { break };
+                let text = std::fs::read_to_string(source).unwrap();
                 let compile_started = Instant::now();
-                let mut command = Command::new(&render.typst);
+                let mut command = Command::new(&typst.options().binary);
                 command
                     .arg("compile")
                     .arg("--root")
                     .arg(&root)
-                    .args(["--ignore-system-fonts", "--ignore-embedded-fonts", "--font-path"])
-                    .arg(std::path::absolute(&render.latin_fonts).unwrap());
-                if language == Language::Zh {
-                    command
-                        .arg("--font-path")
-                        .arg(std::path::absolute(&render.cjk_fonts).unwrap());
+                    .args(["--ignore-system-fonts", "--ignore-embedded-fonts"]);
+                for dir in typst.font_paths(&text, language) {
+                    command.arg("--font-path").arg(dir);
                 }
                 let status = command
                     .args(["--creation-timestamp", &SOURCE_DATE_EPOCH.to_string()])
@@ -219,7 +274,7 @@ async fn typst_alone(settings: &Settings, sources: &[PathBuf], language: Languag
     Batch {
         wall,
         latencies,
-        stages: HashMap::new(),
+        stages: cpu.stop(),
     }
 }
 
@@ -312,9 +367,11 @@ impl Worker {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// `concurrency` jobs in flight at a time: each result received lets the next request be
-    /// published. Latency runs from before the publish to the result's arrival.
-    async fn run(&self, jobs: &[Job], language: Language, concurrency: usize, label: &str) -> Batch {
+    /// `in_flight` requests published at a time: each result received lets the next one be
+    /// published. Latency runs from before the publish to the result's arrival. With
+    /// `in_flight` = the worker's concurrency it measures latency without queueing; with all
+    /// the jobs at once, throughput with the queue never empty.
+    async fn run(&self, jobs: &[Job], language: Language, in_flight: usize, label: &str) -> Batch {
         let amqp = &self.settings.amqp;
         let connection = broker::connect_with_settings(amqp, "tradebulletin bench")
             .await
@@ -376,9 +433,10 @@ impl Worker {
             }
         };
         let stages_before = self.stage_sums().await;
+        let cpu = CpuMeter::start(self.child.id().map(|pid| pid.to_string()));
         let started = Instant::now();
         let mut next = 0;
-        while next < concurrency.min(jobs.len()) {
+        while next < in_flight.min(jobs.len()) {
             let (id, at) = publish(next).await;
             sent.insert(id, at);
             next += 1;
@@ -403,11 +461,13 @@ impl Worker {
             }
         }
         let wall = started.elapsed();
+        let cpu = cpu.stop();
         let _ = connection.close(200, "done".into()).await;
         let mut stages = self.stage_sums().await;
         for (stage, seconds) in &mut stages {
             *seconds -= stages_before.get(stage).copied().unwrap_or_default();
         }
+        stages.extend(cpu);
         Batch {
             wall,
             latencies,
@@ -487,6 +547,16 @@ fn machine() -> String {
 async fn main() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_tradebulletin"));
     let settings = Settings::load(None).unwrap();
+    let render = &settings.render;
+    let typst = Typst::new(TypstOptions {
+        binary: render.typst.clone().into(),
+        latin_fonts: render.latin_fonts.clone().into(),
+        cjk_fonts: render.cjk_fonts.clone().into(),
+        cjk_fallback_fonts: render.cjk_fallback_fonts.clone().into(),
+        timeout: Duration::from_secs(render.timeout_secs),
+        max_concurrent: 2,
+    })
+    .expect("scripts/setup has installed typst and the fonts");
     let per_batch = env_number("TRADEBULLETIN_BENCH_JOBS", 24);
     let rounds = env_number("TRADEBULLETIN_BENCH_ROUNDS", 5);
     let concurrencies: Vec<usize> = env_list("TRADEBULLETIN_BENCH_CONCURRENCY", "1,2")
@@ -522,6 +592,7 @@ async fn main() {
     let idle: Vec<(usize, f64)> = workers.iter().map(|(c, w)| (*c, w.memory().0)).collect();
 
     let mut alone: HashMap<(Language, usize), Series> = HashMap::new();
+    let mut flooded: HashMap<(Language, usize), Series> = HashMap::new();
     let mut service: HashMap<(Language, usize), Series> = HashMap::new();
     for round in 0..rounds {
         for &language in &languages {
@@ -531,13 +602,15 @@ async fn main() {
                 // Alternate which goes first, so neither always gets the warmer machine.
                 let typst_first = round % 2 == 0;
                 if typst_first {
-                    let batch = typst_alone(&settings, &sources[&language], language, *concurrency).await;
+                    let batch = typst_alone(&typst, &sources[&language], language, *concurrency).await;
                     alone.entry(key).or_default().add(batch);
                 }
+                let batch = worker.run(&jobs, language, jobs.len(), &format!("{label}-all")).await;
+                flooded.entry(key).or_default().add(batch);
                 let batch = worker.run(&jobs, language, *concurrency, &label).await;
                 service.entry(key).or_default().add(batch);
                 if !typst_first {
-                    let batch = typst_alone(&settings, &sources[&language], language, *concurrency).await;
+                    let batch = typst_alone(&typst, &sources[&language], language, *concurrency).await;
                     alone.entry(key).or_default().add(batch);
                 }
             }
@@ -567,14 +640,14 @@ async fn main() {
     for &language in &languages {
         for &concurrency in &concurrencies {
             let key = (language, concurrency);
-            let (a, s) = (&alone[&key], &service[&key]);
-            let ratios: Vec<f64> = a.throughputs.iter().zip(&s.throughputs).map(|(a, s)| s / a).collect();
+            let (a, f, s) = (&alone[&key], &flooded[&key], &service[&key]);
+            let ratios: Vec<f64> = a.throughputs.iter().zip(&f.throughputs).map(|(a, f)| f / a).collect();
             writeln!(
                 table,
-                "| {} | {concurrency} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:+.1} |",
+                "| {} | {concurrency} | {:.1} | {:.1} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:+.1} |",
                 language.code(),
                 a.throughput(),
-                s.throughput(),
+                f.throughput(),
                 median_f64(&ratios),
                 ms(a.percentile(0.5)),
                 ms(a.percentile(0.9)),
@@ -610,6 +683,28 @@ async fn main() {
             .unwrap();
         }
     }
+    writeln!(
+        profile,
+        "\nCPU milliseconds per job (from /proc; typst alone for comparison), with all of a batch's requests published at once:\n\n\
+         | language | concurrency | typst alone | typst in the service | worker | broker | client |\n|---|---|---|---|---|---|---|"
+    )
+    .unwrap();
+    for &language in &languages {
+        for &concurrency in &concurrencies {
+            let (a, f) = (&alone[&(language, concurrency)], &flooded[&(language, concurrency)]);
+            writeln!(
+                profile,
+                "| {} | {concurrency} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                language.code(),
+                a.stage_ms("cpu:typst"),
+                f.stage_ms("cpu:typst"),
+                f.stage_ms("cpu:worker"),
+                f.stage_ms("cpu:broker"),
+                f.stage_ms("cpu:client"),
+            )
+            .unwrap();
+        }
+    }
     let mut costs = String::new();
     if let (Some(en), Some(zh)) = (
         languages.iter().find(|l| **l == Language::En),
@@ -617,14 +712,15 @@ async fn main() {
     ) {
         for &concurrency in &concurrencies {
             let (e, z) = (&service[&(*en, concurrency)], &service[&(*zh, concurrency)]);
+            let (ef, zf) = (&flooded[&(*en, concurrency)], &flooded[&(*zh, concurrency)]);
             writeln!(
                 costs,
                 "- concurrency {concurrency}: a Chinese bulletin costs {:.2} times an English one end to end (median latency {:.1} vs {:.1} ms; throughput {:.2} vs {:.2} per second)",
                 ms(z.percentile(0.5)) / ms(e.percentile(0.5)),
                 ms(z.percentile(0.5)),
                 ms(e.percentile(0.5)),
-                z.throughput(),
-                e.throughput(),
+                zf.throughput(),
+                ef.throughput(),
             )
             .unwrap();
         }
@@ -637,7 +733,9 @@ async fn main() {
         )
         .unwrap();
     }
-    println!("\n{table}\nWhere a job's time goes in the service (mean milliseconds per job, from the worker's /metrics):\n\n{profile}\n{costs}\n{memory_lines}");
+    println!(
+        "\n{table}\nWhere a job's time goes in the service (mean milliseconds per job, from the worker's /metrics):\n\n{profile}\n{costs}\n{memory_lines}"
+    );
 
     let out = std::env::var("TRADEBULLETIN_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
     if out != "-" {
@@ -647,7 +745,7 @@ async fn main() {
              - machine: {}\n- versions: tradebulletin {} ({}), {}, {}, RabbitMQ {}\n\
              - {} jobs per batch over {} distinct bulletins of the shipped dataset, {rounds} rounds; in each round typst alone and the service alternate (which goes first alternates too)\n\
              - typst alone: the typst CLI compiling the sources `render --typst-out` writes, with the worker's flags and fonts, `concurrency` compiles at a time\n\
-             - service: requests published to a worker process with `worker.concurrency` = concurrency, `concurrency` requests in flight (the next published when a result arrives); latency from before the publish to the result on the results exchange; PDFs stored in local files\n\
+             - service: a worker process with `worker.concurrency` = concurrency, its PDFs stored in local files; throughput with all the batch's requests published at once (from the first publish to the last result); latency from before the publish to the result on the results exchange, with `concurrency` requests in flight (the next published when a result arrives), so that no request waits in the queue\n\
              - throughput: median over rounds of bulletins per second; ratio: median of the rounds' service / typst-alone ratios; latency percentiles over all jobs of all rounds\n\n\
              {table}\n## Where a job's time goes\n\n\
              Mean milliseconds per job, from the worker's stage histograms (`/metrics`); \"typst (in the worker)\" includes writing the job's sources and reading the PDF, \"broker and the rest\" is the end-to-end latency minus the stages: the request's and the result's trips through RabbitMQ.\n\n\
