@@ -116,8 +116,8 @@ impl Coverage {
 }
 
 impl Typst {
-    /// Checks the font directories (made absolute, as typst runs in the job's root) and
-    /// prepares the compile slots.
+    /// Finds the binary, checks the font directories (made absolute, as typst runs in its own
+    /// root), writes that root and prepares the compile slots.
     pub fn new(mut options: TypstOptions) -> anyhow::Result<Typst> {
         // An absolute path lets the standard library start typst with posix_spawn instead of
         // fork, which copies the worker's page tables at every job (the environment is
