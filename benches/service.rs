@@ -476,35 +476,16 @@ impl Worker {
     }
 
     async fn stop(mut self) {
-        let amqp = self.settings.amqp.clone();
         let pid = self.child.id().unwrap();
         let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
         // The bench's queues and exchanges go with it.
-        let connection = broker::connect_with_settings(&amqp, "tradebulletin bench cleanup")
+        let amqp = &self.settings.amqp;
+        let connection = broker::connect_with_settings(amqp, "tradebulletin bench cleanup")
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
-        for queue in [&amqp.request_queue, &amqp.dead_letter_queue] {
-            let _ = channel.queue_delete(queue.as_str().into(), Default::default()).await;
-        }
-        let _ = channel
-            .queue_delete(
-                format!("{}.unrouted", amqp.results_exchange).as_str().into(),
-                Default::default(),
-            )
-            .await;
-        for exchange in [&amqp.results_exchange, &amqp.dead_letter_exchange] {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await;
-        }
-        let _ = channel
-            .exchange_delete(
-                format!("{}.unrouted", amqp.results_exchange).as_str().into(),
-                Default::default(),
-            )
-            .await;
+        Topology::new(amqp, &self.settings.worker).delete(&channel).await;
         let _ = connection.close(200, "done".into()).await;
     }
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -68,6 +69,23 @@ impl Topology {
     /// The delay queue for the retry after attempt `attempt` (1-based), if retries remain.
     pub fn retry_queue(&self, attempt: u32) -> Option<&(String, Duration)> {
         self.retries.get(attempt.checked_sub(1)? as usize)
+    }
+
+    /// Deletes every queue and exchange of this topology, for tests and benchmarks that made
+    /// their own. Best effort: what is already gone is skipped.
+    pub async fn delete(&self, channel: &Channel) {
+        let mut queues = vec![&self.request_queue, &self.dead_letter_queue, &self.unrouted];
+        queues.extend(self.retries.iter().map(|(queue, _)| queue));
+        for queue in queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [&self.results_exchange, &self.unrouted, &self.dead_letter_exchange] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
     }
 
     /// Declares everything; safe to repeat, and what every worker does at start.

@@ -145,6 +145,23 @@ impl Bus {
         }
     }
 
+    /// Starts `subscribe --count 1 --download DIR` with `args` before them, the bus's settings
+    /// and `extra` environment, and waits until it has had time to bind its queue.
+    pub fn spawn_subscriber(&self, args: &[&str], download: &Path, extra: &[(String, String)]) -> std::process::Child {
+        let subscriber = Command::new(env!("CARGO_BIN_EXE_tradebulletin"))
+            .arg("subscribe")
+            .args(args)
+            .args(["--count", "1", "--download"])
+            .arg(download)
+            .envs(self.env())
+            .envs(extra.iter().cloned())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        subscriber
+    }
+
     /// The environment that points a worker process at this bus.
     pub fn env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
@@ -345,30 +362,19 @@ impl Bus {
 
     /// Deletes this test's queues and exchanges.
     pub async fn cleanup(&self) {
-        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
         // A connection of its own: the test's may have died with a broker restart.
         let connection = tradebulletin::broker::connect(&self.settings.amqp.url, 30, "cleanup")
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
-        let t = &self.topology;
-        let mut queues = vec![
-            t.request_queue.clone(),
-            t.dead_letter_queue.clone(),
-            t.unrouted.clone(),
-            format!("{}.all-results", self.prefix),
-        ];
-        queues.extend(t.retries.iter().map(|(q, _)| q.clone()));
-        for queue in queues {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [&t.results_exchange, &t.unrouted, &t.dead_letter_exchange] {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        self.topology.delete(&channel).await;
+        let all_results = format!("{}.all-results", self.prefix);
+        let _ = channel
+            .queue_delete(
+                all_results.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
         let _ = connection.close(200, "".into()).await;
     }
 }
