@@ -329,8 +329,7 @@ async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         // The library the source imports goes beside it, so `typst compile` works by hand.
-        let (lib_name, lib_source) = tradebulletin::template::TYPST_LIBRARY;
-        write_file(&dir.join(lib_name), lib_source.as_bytes())?;
+        tradebulletin::typst::write_library(dir)?;
     }
     eprintln!("wrote {} ({} bytes)", args.out.display(), bulletin.pdf.len());
     Ok(ExitCode::SUCCESS)

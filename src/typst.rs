@@ -321,24 +321,20 @@ fn on_path(program: &Path) -> Option<PathBuf> {
         .and_then(|found| std::path::absolute(found).ok())
 }
 
-/// Writes the static bulletin library into `dir`, typst's root.
-fn write_library(dir: &Path) -> anyhow::Result<()> {
+/// Writes the static bulletin library into `dir`, beside the sources that import it.
+pub fn write_library(dir: &Path) -> anyhow::Result<()> {
     let (lib_name, lib_source) = TYPST_LIBRARY;
     std::fs::write(dir.join(lib_name), lib_source)
         .with_context(|| format!("while writing {lib_name} in {}", dir.display()))
 }
 
-/// Writes the filled template and the static library into `dir`, as `render --typst-out` and
-/// anyone compiling a bulletin's source by hand need them.
+/// Writes the filled template and the static library into `dir`, as a compile by hand (and
+/// the render benchmark's typst-alone run) needs them.
 pub async fn write_sources(dir: &Path, source: &str) -> anyhow::Result<()> {
-    let (lib_name, lib_source) = TYPST_LIBRARY;
     tokio::fs::write(dir.join(SOURCE_NAME), source)
         .await
         .with_context(|| format!("while writing {SOURCE_NAME} in {}", dir.display()))?;
-    tokio::fs::write(dir.join(lib_name), lib_source)
-        .await
-        .with_context(|| format!("while writing {lib_name} in {}", dir.display()))?;
-    Ok(())
+    write_library(dir)
 }
 
 /// Makes typst's short diagnostics readable: paths relative to the root, and each error's
