@@ -149,15 +149,7 @@ fn the_worker_stores_in_s3_and_a_subscriber_downloads_with_the_right_sha256() {
     let _worker = bus.spawn_worker(&extra);
     let downloads = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_tradebulletin");
-    let subscriber = std::process::Command::new(bin)
-        .args(["subscribe", "--count", "1", "--download"])
-        .arg(downloads.path())
-        .envs(bus.env())
-        .envs(env.iter().cloned())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let subscriber = bus.spawn_subscriber(&[], downloads.path(), &env);
     let output = std::process::Command::new(bin)
         .args([
             "enqueue",

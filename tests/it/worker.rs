@@ -397,21 +397,7 @@ fn enqueue_wait_and_subscribe_download_from_the_command_line() {
     let _worker = bus.spawn_worker(&[]);
     let downloads = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_tradebulletin");
-    let subscriber = std::process::Command::new(bin)
-        .args([
-            "subscribe",
-            "--binding",
-            "bulletin.*.jilin.#",
-            "--count",
-            "1",
-            "--download",
-        ])
-        .arg(downloads.path())
-        .envs(bus.env())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let subscriber = bus.spawn_subscriber(&["--binding", "bulletin.*.jilin.#"], downloads.path(), &[]);
     let output = std::process::Command::new(bin)
         .args([
             "enqueue",
