@@ -7,8 +7,9 @@
 //!
 //! Run with `make bench` (or `cargo bench --bench service`) after `scripts/setup`. It prints a
 //! table and writes `BENCHMARKS.md`. Knobs: `TRADEBULLETIN_BENCH_JOBS` (jobs per batch,
-//! default 24), `TRADEBULLETIN_BENCH_ROUNDS` (default 5), `TRADEBULLETIN_BENCH_CONCURRENCY`
+//! default 24), `TRADEBULLETIN_BENCH_ROUNDS` (default 10), `TRADEBULLETIN_BENCH_CONCURRENCY`
 //! (default `1,2`), `TRADEBULLETIN_BENCH_LANGUAGES` (default `en,zh`),
+//! `TRADEBULLETIN_BENCH_STORAGE` (`file`, the default, or `s3` for Garage on this machine),
 //! `TRADEBULLETIN_BENCH_OUT` (default `BENCHMARKS.md`, `-` for none).
 
 use std::collections::{BTreeSet, HashMap};
@@ -60,6 +61,8 @@ impl Batch {
 #[derive(Debug, Default)]
 struct Series {
     throughputs: Vec<f64>,
+    /// Each batch's median latency, in milliseconds, round by round.
+    medians: Vec<f64>,
     latencies: Vec<Duration>,
     stages: HashMap<String, f64>,
 }
@@ -67,6 +70,9 @@ struct Series {
 impl Series {
     fn add(&mut self, batch: Batch) {
         self.throughputs.push(batch.throughput());
+        let mut sorted: Vec<f64> = batch.latencies.iter().copied().map(ms).collect();
+        sorted.sort_by(f64::total_cmp);
+        self.medians.push(median_f64(&sorted));
         self.latencies.extend(batch.latencies);
         for (stage, seconds) in batch.stages {
             *self.stages.entry(stage).or_default() += seconds;
@@ -103,11 +109,12 @@ fn cpu_ms(pid: &str) -> (f64, f64) {
     (at(14) + at(15), at(16) + at(17))
 }
 
-/// The broker's process (RabbitMQ's Erlang VM), for its CPU time.
-fn broker_pid() -> Option<String> {
+/// The process whose command name is `comm`, for its CPU time: the broker (RabbitMQ's Erlang
+/// VM, `beam.smp`) or the S3 store (`garage`).
+fn pid_of(comm: &str) -> Option<String> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-        (comm.trim() == "beam.smp").then(|| entry.file_name().to_string_lossy().into_owned())
+        let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        (name.trim() == comm).then(|| entry.file_name().to_string_lossy().into_owned())
     })
 }
 
@@ -115,28 +122,40 @@ fn broker_pid() -> Option<String> {
 struct CpuMeter {
     worker: Option<String>,
     broker: Option<String>,
-    start: [f64; 4],
+    store: Option<String>,
+    start: [f64; 5],
 }
 
 impl CpuMeter {
-    fn read(worker: &Option<String>, broker: &Option<String>) -> [f64; 4] {
-        let (worker_own, worker_children) = worker.as_deref().map_or((0.0, 0.0), cpu_ms);
+    fn read(&self) -> [f64; 5] {
+        let (worker_own, worker_children) = self.worker.as_deref().map_or((0.0, 0.0), cpu_ms);
         let (bench_own, bench_children) = cpu_ms("self");
-        let broker = broker.as_deref().map_or(0.0, |pid| cpu_ms(pid).0);
-        [worker_own, worker_children + bench_children, broker, bench_own]
+        let own = |pid: &Option<String>| pid.as_deref().map_or(0.0, |pid| cpu_ms(pid).0);
+        [
+            worker_own,
+            worker_children + bench_children,
+            own(&self.broker),
+            bench_own,
+            own(&self.store),
+        ]
     }
 
     fn start(worker: Option<String>) -> CpuMeter {
-        let broker = broker_pid();
-        let start = CpuMeter::read(&worker, &broker);
-        CpuMeter { worker, broker, start }
+        let mut meter = CpuMeter {
+            worker,
+            broker: pid_of("beam.smp"),
+            store: pid_of("garage"),
+            start: [0.0; 5],
+        };
+        meter.start = meter.read();
+        meter
     }
 
-    /// Seconds of CPU of the worker, typst (children), the broker and the client, named as
-    /// stages are.
+    /// Seconds of CPU of the worker, typst (children), the broker, the client and the S3
+    /// store, named as stages are.
     fn stop(self) -> HashMap<String, f64> {
-        let end = CpuMeter::read(&self.worker, &self.broker);
-        ["cpu:worker", "cpu:typst", "cpu:broker", "cpu:client"]
+        let end = self.read();
+        ["cpu:worker", "cpu:typst", "cpu:broker", "cpu:client", "cpu:store"]
             .iter()
             .zip(end.iter().zip(self.start))
             .map(|(name, (end, start))| (name.to_string(), (end - start) / 1e3))
@@ -153,6 +172,14 @@ fn median_f64(values: &[f64]) -> f64 {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
+}
+
+/// The first and third quartiles (nearest rank): the middle half of the rounds.
+fn quartiles(values: &[f64]) -> (f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.75))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -286,7 +313,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn start(exe: &Path, concurrency: usize, storage: &Path) -> Worker {
+    async fn start(exe: &Path, concurrency: usize, storage: &[(String, String)]) -> Worker {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -299,7 +326,6 @@ impl Worker {
             ("TRADEBULLETIN__AMQP__DEAD_LETTER_EXCHANGE", format!("bench-{tag}.dlx")),
             ("TRADEBULLETIN__AMQP__DEAD_LETTER_QUEUE", format!("bench-{tag}.dead")),
             ("TRADEBULLETIN__WORKER__CONCURRENCY", concurrency.to_string()),
-            ("TRADEBULLETIN__STORAGE__URL", format!("file://{}", storage.display())),
             ("TRADEBULLETIN__HTTP__LISTEN", format!("127.0.0.1:{port}")),
             ("TRADEBULLETIN__LOG__LEVEL", "warn".to_string()),
             ("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH.to_string()),
@@ -309,6 +335,7 @@ impl Worker {
         for (key, value) in &env {
             command.env(key, value);
         }
+        command.envs(storage.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().unwrap();
         let mut settings = Settings::load(None).unwrap();
         settings.amqp.request_queue = env[0].1.clone();
@@ -490,6 +517,114 @@ impl Worker {
     }
 }
 
+/// The measured figures beside the service's targets (issue 8).
+#[derive(Debug, Default)]
+struct Targets {
+    ratio: Vec<String>,
+    latency: Vec<String>,
+    chinese: Vec<String>,
+    memory: Vec<String>,
+}
+
+impl Targets {
+    fn render(&self) -> String {
+        [
+            ("throughput at least 0.90 of typst alone's", &self.ratio),
+            ("median latency at most typst's median + 5 ms", &self.latency),
+            ("a Chinese bulletin at most 1.5 times an English one", &self.chinese),
+            ("idle resident memory at most 30 MiB", &self.memory),
+        ]
+        .iter()
+        .filter(|(_, figures)| !figures.is_empty())
+        .map(|(target, figures)| format!("- {target}: {}\n", figures.join("; ")))
+        .collect()
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { " (met)" } else { " (missed)" }
+}
+
+/// Where the workers store their PDFs (`TRADEBULLETIN_BENCH_STORAGE`): `file`, a temporary
+/// directory, or `s3`, Garage on this machine (`scripts/garage`, built by `scripts/setup test`)
+/// under a prefix of this run's own.
+struct PdfStorage {
+    kind: String,
+    env: Vec<(String, String)>,
+    /// The S3 bucket and prefix to empty at the end.
+    s3: Option<(object_store::aws::AmazonS3, String)>,
+}
+
+impl PdfStorage {
+    fn new(kind: &str, dir: &Path) -> PdfStorage {
+        match kind {
+            "file" => PdfStorage {
+                kind: "local files".into(),
+                env: vec![(
+                    "TRADEBULLETIN__STORAGE__URL".into(),
+                    format!("file://{}", dir.display()),
+                )],
+                s3: None,
+            },
+            "s3" => {
+                let output = std::process::Command::new("scripts/garage")
+                    .output()
+                    .expect("scripts/garage runs");
+                let printed = String::from_utf8_lossy(&output.stdout);
+                assert!(
+                    output.status.success(),
+                    "TRADEBULLETIN_BENCH_STORAGE=s3 needs Garage (scripts/setup test): {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let field = |name: &str| {
+                    printed
+                        .split_whitespace()
+                        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                        .unwrap_or_else(|| panic!("scripts/garage printed no {name}: {printed}"))
+                        .to_string()
+                };
+                let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+                let (bucket, endpoint, region) = (field("bucket"), field("endpoint"), field("region"));
+                let (key_id, secret) = (field("access_key_id"), field("secret_access_key"));
+                let store = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&bucket)
+                    .with_endpoint(&endpoint)
+                    .with_allow_http(true)
+                    .with_region(&region)
+                    .with_access_key_id(&key_id)
+                    .with_secret_access_key(&secret)
+                    .build()
+                    .unwrap();
+                PdfStorage {
+                    kind: format!("S3 (Garage on this machine, {endpoint})"),
+                    env: vec![
+                        ("TRADEBULLETIN__STORAGE__URL".into(), format!("s3://{bucket}/{prefix}")),
+                        ("TRADEBULLETIN__STORAGE__ENDPOINT".into(), endpoint),
+                        ("TRADEBULLETIN__STORAGE__REGION".into(), region),
+                        ("TRADEBULLETIN__STORAGE__PATH_STYLE".into(), "true".into()),
+                        ("AWS_ACCESS_KEY_ID".into(), key_id),
+                        ("AWS_SECRET_ACCESS_KEY".into(), secret),
+                    ],
+                    s3: Some((store, prefix)),
+                }
+            }
+            other => panic!("TRADEBULLETIN_BENCH_STORAGE is file or s3, not {other}"),
+        }
+    }
+
+    /// Deletes the run's PDFs from S3 (a temporary directory goes by itself).
+    async fn clean(&self) {
+        use object_store::ObjectStore;
+        let Some((store, prefix)) = &self.s3 else { return };
+        let prefix = object_store::path::Path::from(prefix.as_str());
+        let listed = futures_util::TryStreamExt::map_ok(store.list(Some(&prefix)), |meta| meta.location);
+        let mut deleted = store.delete_stream(Box::pin(listed));
+        while let Some(result) = deleted.next().await {
+            result.unwrap();
+        }
+    }
+}
+
 fn version(command: &str, args: &[&str]) -> String {
     std::process::Command::new(command)
         .args(args)
@@ -539,7 +674,7 @@ async fn main() {
     })
     .expect("scripts/setup has installed typst and the fonts");
     let per_batch = env_number("TRADEBULLETIN_BENCH_JOBS", 24);
-    let rounds = env_number("TRADEBULLETIN_BENCH_ROUNDS", 5);
+    let rounds = env_number("TRADEBULLETIN_BENCH_ROUNDS", 10);
     let concurrencies: Vec<usize> = env_list("TRADEBULLETIN_BENCH_CONCURRENCY", "1,2")
         .iter()
         .map(|c| c.parse().expect("concurrency is a number"))
@@ -564,10 +699,11 @@ async fn main() {
         distinct.len().min(jobs.len())
     );
 
-    let storage = work.path().join("bulletins");
+    let storage_kind = std::env::var("TRADEBULLETIN_BENCH_STORAGE").unwrap_or_else(|_| "file".into());
+    let storage = PdfStorage::new(&storage_kind, &work.path().join("bulletins"));
     let mut workers = Vec::new();
     for &concurrency in &concurrencies {
-        workers.push((concurrency, Worker::start(&exe, concurrency, &storage).await));
+        workers.push((concurrency, Worker::start(&exe, concurrency, &storage.env).await));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle: Vec<(usize, f64)> = workers.iter().map(|(c, w)| (*c, w.memory().0)).collect();
@@ -610,33 +746,44 @@ async fn main() {
     for (_, worker) in workers {
         worker.stop().await;
     }
+    storage.clean().await;
 
     let mut table = String::new();
     writeln!(
         table,
-        "| language | concurrency | typst alone (bulletins/s) | service (bulletins/s) | ratio | typst p50 / p90 / p99 (ms) | service p50 / p90 / p99 (ms) | p50 gap (ms) |"
+        "| language | concurrency | typst alone (bulletins/s) | service (bulletins/s) | ratio (middle half of rounds) | typst p50 / p90 / p99 (ms) | service p50 / p90 / p99 (ms) | p50 gap (ms) (middle half of rounds) |"
     )
     .unwrap();
     writeln!(table, "|---|---|---|---|---|---|---|---|").unwrap();
+    let mut targets = Targets::default();
     for &language in &languages {
         for &concurrency in &concurrencies {
             let key = (language, concurrency);
             let (a, f, s) = (&alone[&key], &flooded[&key], &service[&key]);
             let ratios: Vec<f64> = a.throughputs.iter().zip(&f.throughputs).map(|(a, f)| f / a).collect();
+            let gaps: Vec<f64> = a.medians.iter().zip(&s.medians).map(|(a, s)| s - a).collect();
+            let (ratio, (ratio_q1, ratio_q3)) = (median_f64(&ratios), quartiles(&ratios));
+            let gap = ms(s.percentile(0.5)) - ms(a.percentile(0.5));
+            let (gap_q1, gap_q3) = quartiles(&gaps);
+            let case = format!("{} at concurrency {concurrency}", language.code());
+            targets
+                .ratio
+                .push(format!("{case}: {ratio:.2}{}", verdict(ratio >= 0.9)));
+            targets
+                .latency
+                .push(format!("{case}: {gap:+.1} ms{}", verdict(gap <= 5.0)));
             writeln!(
                 table,
-                "| {} | {concurrency} | {:.1} | {:.1} | {:.2} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:+.1} |",
+                "| {} | {concurrency} | {:.1} | {:.1} | {ratio:.2} ({ratio_q1:.2}-{ratio_q3:.2}) | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {gap:+.1} ({gap_q1:+.1} to {gap_q3:+.1}) |",
                 language.code(),
                 a.throughput(),
                 f.throughput(),
-                median_f64(&ratios),
                 ms(a.percentile(0.5)),
                 ms(a.percentile(0.9)),
                 ms(a.percentile(0.99)),
                 ms(s.percentile(0.5)),
                 ms(s.percentile(0.9)),
                 ms(s.percentile(0.99)),
-                ms(s.percentile(0.5)) - ms(a.percentile(0.5)),
             )
             .unwrap();
         }
@@ -667,7 +814,7 @@ async fn main() {
     writeln!(
         profile,
         "\nCPU milliseconds per job (from /proc; typst alone for comparison), with all of a batch's requests published at once:\n\n\
-         | language | concurrency | typst alone | typst in the service | worker | broker | client |\n|---|---|---|---|---|---|---|"
+         | language | concurrency | typst alone | typst in the service | worker | broker | client | S3 store |\n|---|---|---|---|---|---|---|---|"
     )
     .unwrap();
     for &language in &languages {
@@ -675,13 +822,17 @@ async fn main() {
             let (a, f) = (&alone[&(language, concurrency)], &flooded[&(language, concurrency)]);
             writeln!(
                 profile,
-                "| {} | {concurrency} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {concurrency} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} |",
                 language.code(),
                 a.stage_ms("cpu:typst"),
                 f.stage_ms("cpu:typst"),
                 f.stage_ms("cpu:worker"),
                 f.stage_ms("cpu:broker"),
                 f.stage_ms("cpu:client"),
+                match storage.s3 {
+                    Some(_) => format!("{:.2}", f.stage_ms("cpu:store")),
+                    None => "-".to_string(),
+                },
             )
             .unwrap();
         }
@@ -694,10 +845,13 @@ async fn main() {
         for &concurrency in &concurrencies {
             let (e, z) = (&service[&(*en, concurrency)], &service[&(*zh, concurrency)]);
             let (ef, zf) = (&flooded[&(*en, concurrency)], &flooded[&(*zh, concurrency)]);
+            let cost = ms(z.percentile(0.5)) / ms(e.percentile(0.5));
+            targets
+                .chinese
+                .push(format!("concurrency {concurrency}: {cost:.2}{}", verdict(cost <= 1.5)));
             writeln!(
                 costs,
-                "- concurrency {concurrency}: a Chinese bulletin costs {:.2} times an English one end to end (median latency {:.1} vs {:.1} ms; throughput {:.2} vs {:.2} per second)",
-                ms(z.percentile(0.5)) / ms(e.percentile(0.5)),
+                "- concurrency {concurrency}: a Chinese bulletin costs {cost:.2} times an English one end to end (median latency {:.1} vs {:.1} ms; throughput {:.2} vs {:.2} per second)",
                 ms(z.percentile(0.5)),
                 ms(e.percentile(0.5)),
                 zf.throughput(),
@@ -707,6 +861,12 @@ async fn main() {
         }
     }
     let mut memory_lines = String::new();
+    for &(concurrency, before, _, _) in &memory {
+        targets.memory.push(format!(
+            "concurrency {concurrency}: {before:.1} MiB{}",
+            verdict(before <= 30.0)
+        ));
+    }
     for (concurrency, before, after, peak) in memory {
         writeln!(
             memory_lines,
@@ -714,8 +874,9 @@ async fn main() {
         )
         .unwrap();
     }
+    let targets = targets.render();
     println!(
-        "\n{table}\nWhere a job's time goes in the service (mean milliseconds per job, from the worker's /metrics):\n\n{profile}\n{costs}\n{memory_lines}"
+        "\n{table}\nWhere a job's time goes in the service (mean milliseconds per job, from the worker's /metrics):\n\n{profile}\n{costs}\n{memory_lines}\n{targets}"
     );
 
     let out = std::env::var("TRADEBULLETIN_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
@@ -726,19 +887,20 @@ async fn main() {
              - machine: {}\n- versions: tradebulletin {} ({}), {}, {}, RabbitMQ {}\n\
              - {} jobs per batch over {} distinct bulletins of the shipped dataset, {rounds} rounds; in each round typst alone and the service alternate (which goes first alternates too)\n\
              - typst alone: the typst CLI compiling the sources `render --typst-out` writes, with the worker's flags and fonts, `concurrency` compiles at a time\n\
-             - service: a worker process with `worker.concurrency` = concurrency, its PDFs stored in local files; throughput with all the batch's requests published at once (from the first publish to the last result); latency from before the publish to the result on the results exchange, with `concurrency` requests in flight (the next published when a result arrives), so that no request waits in the queue\n\
-             - throughput: median over rounds of bulletins per second; ratio: median of the rounds' service / typst-alone ratios; latency percentiles over all jobs of all rounds\n\n\
+             - service: a worker process with `worker.concurrency` = concurrency, its PDFs stored in {}; throughput with all the batch's requests published at once (from the first publish to the last result); latency from before the publish to the result on the results exchange, with `concurrency` requests in flight (the next published when a result arrives), so that no request waits in the queue\n\
+             - throughput: median over rounds of bulletins per second; ratio: median of the rounds' service / typst-alone ratios; latency percentiles over all jobs of all rounds; in brackets, the first and third quartiles of the rounds' own ratios and p50 gaps, which show how much a figure moves from round to round\n\n\
              {table}\n## Where a job's time goes\n\n\
              Mean milliseconds per job, from the worker's stage histograms (`/metrics`); \"typst (in the worker)\" includes writing the job's sources and reading the PDF, \"broker and the rest\" is the end-to-end latency minus the stages: the request's and the result's trips through RabbitMQ.\n\n\
-             {profile}\n## Chinese and English\n\n{costs}\n## Memory\n\n{memory_lines}",
+             {profile}\n## Chinese and English\n\n{costs}\n## Memory\n\n{memory_lines}\n## Against the targets of issue 8\n\n{targets}",
             machine(),
             env!("CARGO_PKG_VERSION"),
-            version("git", &["rev-parse", "--short", "HEAD"]),
+            version("git", &["describe", "--always", "--dirty"]),
             version(&settings.render.typst, &["--version"]),
             version("rustc", &["--version"]),
             version("rabbitmqctl", &["version"]),
             jobs.len(),
             distinct.len().min(jobs.len()),
+            storage.kind,
         );
         std::fs::write(&out, report).unwrap();
         println!("wrote {out}");
