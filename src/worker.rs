@@ -27,8 +27,9 @@ use crate::http::{Health, names};
 use crate::job::{self, ErrorBody, ErrorCode, JobError, JobResult, Rejected, Request};
 use crate::render::{self, Renderer};
 use crate::settings::Settings;
-use crate::storage::Storage;
+use crate::storage::{Storage, StoredPdf};
 use crate::store::Store;
+use crate::summary::Summary;
 
 /// What to do with a delivery once its job has run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,30 +306,7 @@ impl Worker {
         let summary = job::summarise(request, &self.store).await?;
         stage(&span, "summary", started.elapsed());
         let key = Storage::key(&request.region.slug(), &request.period.to_string(), &request.job_id);
-        let storage_error = |e: anyhow::Error| JobError::transient(ErrorCode::Internal, format!("storage: {e:#}"));
-        let stored = match self.storage.find(&key).await.map_err(storage_error)? {
-            Some(stored) => {
-                tracing::info!(location = %stored.location, "PDF already stored for this job: not rendering again");
-                stored
-            }
-            None => {
-                let started = Instant::now();
-                let bulletin = self
-                    .renderer
-                    .render(&summary, request.language, render::issue_date())
-                    .await?;
-                stage(&span, "render", started.elapsed());
-                stage(&span, "compile", bulletin.compile_time);
-                let started = Instant::now();
-                let stored = self
-                    .storage
-                    .put(&key, &bulletin.pdf, &request.job_id)
-                    .await
-                    .map_err(storage_error)?;
-                stage(&span, "store", started.elapsed());
-                stored
-            }
-        };
+        let stored = self.stored_or_new_pdf(&summary, request, &key).await?;
         Ok(JobResult::Succeeded {
             job_id: request.job_id.clone(),
             region: request.region.name_en().to_string(),
@@ -340,6 +318,33 @@ impl Worker {
             finished_at: job::now_rfc3339(),
             attempt,
         })
+    }
+
+    /// The job's PDF: the one already stored under `key` (a redelivery, a repeated request),
+    /// else a new one; see [`stored_or_new`].
+    async fn stored_or_new_pdf(&self, summary: &Summary, request: &Request, key: &str) -> Result<StoredPdf, JobError> {
+        let found = async { self.storage.find(key).await.map_err(storage_error) };
+        stored_or_new(found, self.new_pdf(summary, request, key)).await
+    }
+
+    /// Renders the job's bulletin and stores it under `key`.
+    async fn new_pdf(&self, summary: &Summary, request: &Request, key: &str) -> Result<StoredPdf, JobError> {
+        let span = tracing::Span::current();
+        let started = Instant::now();
+        let bulletin = self
+            .renderer
+            .render(summary, request.language, render::issue_date())
+            .await?;
+        stage(&span, "render", started.elapsed());
+        stage(&span, "compile", bulletin.compile_time);
+        let started = Instant::now();
+        let stored = self
+            .storage
+            .put(key, &bulletin.pdf, &request.job_id)
+            .await
+            .map_err(storage_error)?;
+        stage(&span, "store", started.elapsed());
+        Ok(stored)
     }
 
     /// Publishes the result to the results exchange (mandatory) and to `reply_to` if set.
@@ -406,6 +411,41 @@ impl Worker {
     }
 }
 
+/// Runs the look for a stored PDF (`found`) and the making of a new one (`made`) together, so
+/// that the look (a trip to the blocking pool for files, a round trip to S3) adds nothing to a
+/// new job's latency. A PDF found stored wins: the making is dropped (typst is killed), and a
+/// failed making of a job whose PDF is stored is no failure. A new PDF made first stands, as it
+/// is stored create-only: what `made` returns is what is stored.
+async fn stored_or_new<F, M>(found: F, made: M) -> Result<StoredPdf, JobError>
+where
+    F: Future<Output = Result<Option<StoredPdf>, JobError>>,
+    M: Future<Output = Result<StoredPdf, JobError>>,
+{
+    tokio::pin!(found, made);
+    let already_stored = |stored: StoredPdf| {
+        tracing::info!(location = %stored.location, "PDF already stored for this job: publishing it");
+        stored
+    };
+    tokio::select! {
+        found = &mut found => match found? {
+            Some(stored) => Ok(already_stored(stored)),
+            None => made.await,
+        },
+        made = &mut made => match made {
+            Ok(stored) => Ok(stored),
+            Err(error) => match found.await? {
+                Some(stored) => Ok(already_stored(stored)),
+                None => Err(error),
+            },
+        },
+    }
+}
+
+/// A storage error: passing, so the job is tried again later.
+fn storage_error(error: anyhow::Error) -> JobError {
+    JobError::transient(ErrorCode::Internal, format!("storage: {error:#}"))
+}
+
 fn failed_result(rejected: &Rejected, attempt: u32) -> JobResult {
     JobResult::Failed {
         job_id: rejected.job_id.clone(),
@@ -442,4 +482,99 @@ pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
         cancel.cancel();
     });
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn pdf(location: &str) -> StoredPdf {
+        StoredPdf {
+            location: location.into(),
+            bytes: 1,
+            sha256: "00".into(),
+            url: None,
+            url_expires_at: None,
+        }
+    }
+
+    fn crashed() -> JobError {
+        JobError::transient(ErrorCode::RenderFailed, "typst crashed")
+    }
+
+    /// `value` after `ms` milliseconds (of the paused test clock).
+    async fn after<T>(ms: u64, value: T) -> T {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        value
+    }
+
+    /// Sets `dropped` when dropped before it ends: a compile that was abandoned.
+    struct Making<'a> {
+        dropped: &'a AtomicBool,
+        done: bool,
+    }
+
+    impl Drop for Making<'_> {
+        fn drop(&mut self) {
+            if !self.done {
+                self.dropped.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn make(ms: u64, result: Result<StoredPdf, JobError>, dropped: &AtomicBool) -> Result<StoredPdf, JobError> {
+        let mut making = Making { dropped, done: false };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        making.done = true;
+        result
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pdf_found_stored_wins_and_the_compile_is_dropped() {
+        let dropped = AtomicBool::new(false);
+        let got = stored_or_new(after(1, Ok(Some(pdf("old")))), make(20, Ok(pdf("new")), &dropped)).await;
+        assert_eq!(got.unwrap(), pdf("old"));
+        assert!(dropped.load(Ordering::SeqCst), "the compile was dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_stored_waits_for_the_new_pdf() {
+        let dropped = AtomicBool::new(false);
+        let got = stored_or_new(after(1, Ok(None)), make(20, Ok(pdf("new")), &dropped)).await;
+        assert_eq!(got.unwrap(), pdf("new"));
+        assert!(!dropped.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_compile_of_a_stored_job_publishes_the_stored_pdf() {
+        let dropped = AtomicBool::new(false);
+        let got = stored_or_new(after(20, Ok(Some(pdf("old")))), make(1, Err(crashed()), &dropped)).await;
+        assert_eq!(got.unwrap(), pdf("old"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_compile_of_a_new_job_is_its_error() {
+        let dropped = AtomicBool::new(false);
+        let got = stored_or_new(after(20, Ok(None)), make(1, Err(crashed()), &dropped)).await;
+        assert_eq!(got.unwrap_err().message, "typst crashed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_pdf_made_before_the_look_ends_stands() {
+        let dropped = AtomicBool::new(false);
+        let got = stored_or_new(after(20, Ok(None)), make(1, Ok(pdf("new")), &dropped)).await;
+        assert_eq!(got.unwrap(), pdf("new"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storage_down_fails_the_job_as_passing() {
+        let dropped = AtomicBool::new(false);
+        let down = Err(storage_error(anyhow::anyhow!("connection refused")));
+        let got = stored_or_new(after(1, down), make(20, Ok(pdf("new")), &dropped)).await;
+        let error = got.unwrap_err();
+        assert!(error.transient, "{error:?}");
+        assert_eq!(error.message, "storage: connection refused");
+    }
 }
