@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -305,6 +305,13 @@ async fn typst_alone(typst: &Typst, sources: &[PathBuf], language: Language, con
     }
 }
 
+/// The fields of a result the benchmark reads.
+#[derive(serde::Deserialize)]
+struct Outcome<'a> {
+    job_id: &'a str,
+    status: &'a str,
+}
+
 /// A worker process with its own queue and exchanges.
 struct Worker {
     child: Child,
@@ -427,17 +434,23 @@ impl Worker {
             )
             .await
             .unwrap();
+        // Without acks: the measuring client should cost the broker as little as it can.
         let mut consumer = channel
             .basic_consume(
                 results.name().clone(),
                 "".into(),
-                BasicConsumeOptions::default(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
             .unwrap();
         let timeout = Duration::from_secs(amqp.publish_timeout_secs);
-        let mut sent: HashMap<String, Instant> = HashMap::new();
+        // When each request was published, by job id. Each publish is a task of its own, so
+        // that waiting for the broker's confirm never delays reading a result that has arrived.
+        let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
         let publish = |index: usize| {
             let job = &jobs[index];
             let id = format!("{label}-{index}");
@@ -447,27 +460,21 @@ impl Worker {
                 "period": job.period,
                 "language": language.code(),
             });
-            let channel = channel.clone();
-            let queue = topology.request_queue.clone();
-            async move {
-                let started = Instant::now();
-                let body = serde_json::to_vec(&body).unwrap();
+            let body = serde_json::to_vec(&body).unwrap();
+            let (channel, queue, sent) = (channel.clone(), topology.request_queue.clone(), sent.clone());
+            tokio::spawn(async move {
+                sent.lock().unwrap().insert(id, Instant::now());
                 let properties = broker::json_properties();
                 broker::publish(&channel, "", &queue, &body, properties, true, timeout)
                     .await
                     .unwrap();
-                (id, started)
-            }
+            })
         };
         let stages_before = self.stage_sums().await;
         let cpu = CpuMeter::start(self.child.id().map(|pid| pid.to_string()));
         let started = Instant::now();
-        let mut next = 0;
-        while next < in_flight.min(jobs.len()) {
-            let (id, at) = publish(next).await;
-            sent.insert(id, at);
-            next += 1;
-        }
+        let mut publishing: Vec<_> = (0..in_flight.min(jobs.len())).map(publish).collect();
+        let mut next = publishing.len();
         let mut latencies = Vec::new();
         while latencies.len() < jobs.len() {
             let delivery = tokio::time::timeout(Duration::from_secs(120), consumer.next())
@@ -475,17 +482,26 @@ impl Worker {
                 .expect("a result within two minutes")
                 .unwrap()
                 .unwrap();
-            delivery.ack(BasicAckOptions::default()).await.unwrap();
-            let result: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
-            assert_eq!(result["status"], "succeeded", "{result}");
-            let id = result["job_id"].as_str().unwrap();
-            let Some(at) = sent.remove(id) else { continue };
-            latencies.push(at.elapsed());
+            let arrived = Instant::now();
+            let result: Outcome = serde_json::from_slice(&delivery.data)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&delivery.data)));
+            assert_eq!(
+                result.status,
+                "succeeded",
+                "{}",
+                String::from_utf8_lossy(&delivery.data)
+            );
+            let Some(published) = sent.lock().unwrap().remove(result.job_id) else {
+                continue;
+            };
+            latencies.push(arrived - published);
             if next < jobs.len() {
-                let (id, at) = publish(next).await;
-                sent.insert(id, at);
+                publishing.push(publish(next));
                 next += 1;
             }
+        }
+        for task in publishing {
+            task.await.unwrap();
         }
         let wall = started.elapsed();
         let cpu = cpu.stop();
