@@ -658,6 +658,23 @@ fn version(command: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The commit measured, `-dirty` when tracked files other than this page differ from it.
+fn commit() -> String {
+    let head = version("git", &["rev-parse", "--short", "HEAD"]);
+    let changed = std::process::Command::new("git")
+        .args([
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)BENCHMARKS.md",
+        ])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    if changed { format!("{head}-dirty") } else { head }
+}
+
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -910,7 +927,7 @@ async fn main() {
              {profile}\n## Chinese and English\n\n{costs}\n## Memory\n\n{memory_lines}\n## Against the targets of issue 8\n\n{targets}",
             machine(),
             env!("CARGO_PKG_VERSION"),
-            version("git", &["describe", "--always", "--dirty"]),
+            commit(),
             version(&settings.render.typst, &["--version"]),
             version("rustc", &["--version"]),
             version("rabbitmqctl", &["version"]),
