@@ -35,11 +35,7 @@ async fn the_worker_reconnects_after_a_broker_restart_and_every_job_completes() 
         )
         .await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while helpers::typst_starts(dir.path()) < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "no job started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    helpers::wait_for_typst_starts(dir.path(), 2, Duration::from_secs(60), || worker.log()).await;
     helpers::rabbitmqctl(&["stop_app"]);
     assert!(
         helpers::wait_for_status(worker.port, "/readyz", 503, Duration::from_secs(30)),

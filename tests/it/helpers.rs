@@ -524,6 +524,21 @@ pub fn typst_starts(dir: &Path) -> usize {
         .count()
 }
 
+/// Waits until typst has started `n` times in `dir` (see `slow_typst`); fails after `within`
+/// with `log()`, the worker's log.
+pub async fn wait_for_typst_starts(dir: &Path, n: usize, within: Duration, log: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + within;
+    while typst_starts(dir) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "typst started {} of {n} times: {}",
+            typst_starts(dir),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The real typst on the PATH, for stand-ins that end by running it.
 pub fn which_typst() -> PathBuf {
     let output = Command::new("sh").args(["-c", "command -v typst"]).output().unwrap();

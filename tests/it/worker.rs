@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use tradebulletin::storage::sha256_hex;
 
-use crate::helpers::{Bus, assert_schema, collect, next, pdf_text, slow_typst, squeeze, typst_starts};
+use crate::helpers::{
+    Bus, assert_schema, collect, next, pdf_text, slow_typst, squeeze, typst_starts, wait_for_typst_starts,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -288,15 +290,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_with_one_pdf() {
     let mut results = bus.results("bulletin.#").await;
     let mut doomed = bus.spawn_worker(&[("TRADEBULLETIN__RENDER__TYPST", typst.to_str().unwrap())]);
     bus.request(hlj("survivor"), "m").await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while typst_starts(dir.path()) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job never started: {}",
-            doomed.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_typst_starts(dir.path(), 1, WAIT, || doomed.log()).await;
     doomed.signal("KILL");
     doomed.wait(Duration::from_secs(10)).expect("killed");
     let _rescuer = bus.spawn_worker(&[]);
@@ -325,15 +319,7 @@ async fn a_worker_compiles_concurrency_bulletins_at_once_and_holds_the_next_read
         )
         .await;
     }
-    let deadline = std::time::Instant::now() + WAIT;
-    while typst_starts(dir.path()) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no compile started: {}",
-            worker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_typst_starts(dir.path(), 1, WAIT, || worker.log()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // One compile at a time (worker.concurrency = 1), and a second job already taken from the
     // queue, so that it starts the moment the first compile ends: two of four are left.
@@ -356,15 +342,7 @@ async fn sigterm_lets_jobs_in_flight_finish_and_exits_zero() {
     bus.request(hlj("term-1"), "m1").await;
     bus.request(json!({"job_id": "term-2", "region": "Jilin", "period": "2020"}), "m2")
         .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while typst_starts(dir.path()) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the jobs never started: {}",
-            worker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_typst_starts(dir.path(), 2, WAIT, || worker.log()).await;
     worker.signal("TERM");
     let status = worker.wait(Duration::from_secs(30)).expect("the worker exits");
     assert!(status.success(), "exit {status:?}: {}", worker.log());
