@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     })
     .expect("scripts/setup has installed the fonts");
     let options = typst.options().clone();
-    let paths_typst = typst.clone();
+    let flags_typst = typst.clone();
     let renderer = Renderer::new(typst, "bench".into());
     let store = tradebulletin::store::builtin();
     let summary = summarise(
@@ -54,14 +54,8 @@ fn bench(c: &mut Criterion) {
         let out = dir.path().join("out.pdf");
         c.bench_function(&format!("render/{name}/typst CLI alone"), |b| {
             b.iter(|| {
-                let mut command = Command::new(&options.binary);
-                command.args(["compile", "--ignore-system-fonts", "--ignore-embedded-fonts"]);
-                for dir in paths_typst.font_paths(&source, language) {
-                    command.arg("--font-path").arg(dir);
-                }
-                let status = command
-                    .args(["--creation-timestamp", "0", "--root"])
-                    .arg(dir.path())
+                let status = Command::new(&options.binary)
+                    .args(flags_typst.flags(dir.path(), &source, language, 0))
                     .arg(dir.path().join("bulletin.typ"))
                     .arg(&out)
                     .status()

@@ -244,8 +244,8 @@ async fn write_sources(exe: &Path, jobs: &[Job], language: Language, dir: &Path)
     sources
 }
 
-/// The typst CLI alone: `concurrency` compiles at a time over `sources`, with the flags and
-/// font directories the worker gives typst for each source (src/typst.rs).
+/// The typst CLI alone: `concurrency` compiles at a time over `sources`, with the flags the
+/// worker gives typst for each source (`Typst::flags`: fonts, root, creation time).
 async fn typst_alone(typst: &Typst, sources: &[PathBuf], language: Language, concurrency: usize) -> Batch {
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -257,28 +257,14 @@ async fn typst_alone(typst: &Typst, sources: &[PathBuf], language: Language, con
         let typst = typst.clone();
         tasks.push(tokio::spawn(async move {
             let root = sources[0].parent().unwrap().to_path_buf();
-            let packages = root.join(".packages");
             let out = root.join(format!("out-{lane}.pdf"));
             loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 let Some(source) = sources.get(index) else { break };
                 let text = std::fs::read_to_string(source).unwrap();
                 let compile_started = Instant::now();
-                let mut command = Command::new(&typst.options().binary);
-                command
-                    .arg("compile")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["--ignore-system-fonts", "--ignore-embedded-fonts"]);
-                for dir in typst.font_paths(&text, language) {
-                    command.arg("--font-path").arg(dir);
-                }
-                let status = command
-                    .args(["--creation-timestamp", &SOURCE_DATE_EPOCH.to_string()])
-                    .args(["--diagnostic-format", "short", "--package-path"])
-                    .arg(&packages)
-                    .arg("--package-cache-path")
-                    .arg(&packages)
+                let status = Command::new(&typst.options().binary)
+                    .args(typst.flags(&root, &text, language, SOURCE_DATE_EPOCH))
                     .arg(source)
                     .arg(&out)
                     .current_dir(&root)

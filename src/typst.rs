@@ -4,6 +4,7 @@
 //! reaps the child, and a bound on how many compiles run at once. Typst's diagnostics become
 //! an error naming the template and line.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -258,28 +259,32 @@ impl Typst {
         })
     }
 
-    fn command(&self, root: &Path, source: &str, language: Language, created: i64) -> Command {
-        let options = &self.options;
+    /// typst's arguments for a compile of `source` in `root`, all but the input and output:
+    /// the ones the worker gives, and the benchmark gives typst alone.
+    pub fn flags(&self, root: &Path, source: &str, language: Language, created: i64) -> Vec<OsString> {
         let packages = root.join(".packages");
-        let mut command = Command::new(&options.binary);
-        command
-            .arg("compile")
-            .arg("--root")
-            .arg(root)
-            .arg("--ignore-system-fonts")
-            .arg("--ignore-embedded-fonts");
+        let mut flags: Vec<OsString> = vec!["compile".into(), "--root".into(), root.into()];
+        flags.extend(["--ignore-system-fonts".into(), "--ignore-embedded-fonts".into()]);
         for dir in self.font_paths(source, language) {
-            command.arg("--font-path").arg(dir);
+            flags.extend(["--font-path".into(), dir.into()]);
         }
+        flags.extend([
+            "--creation-timestamp".into(),
+            created.to_string().into(),
+            "--diagnostic-format".into(),
+            "short".into(),
+            "--package-path".into(),
+            packages.clone().into(),
+            "--package-cache-path".into(),
+            packages.into(),
+        ]);
+        flags
+    }
+
+    fn command(&self, root: &Path, source: &str, language: Language, created: i64) -> Command {
+        let mut command = Command::new(&self.options.binary);
         command
-            .arg("--creation-timestamp")
-            .arg(created.to_string())
-            .arg("--diagnostic-format")
-            .arg("short")
-            .arg("--package-path")
-            .arg(&packages)
-            .arg("--package-cache-path")
-            .arg(&packages)
+            .args(self.flags(root, source, language, created))
             // The source from stdin, the PDF to stdout.
             .args(["-", "-"])
             .current_dir(root)
