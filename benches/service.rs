@@ -7,7 +7,7 @@
 //!
 //! Run with `make bench` (or `cargo bench --bench service`) after `scripts/setup`. It prints a
 //! table and writes `BENCHMARKS.md`. Knobs: `TRADEBULLETIN_BENCH_JOBS` (jobs per batch,
-//! default 24), `TRADEBULLETIN_BENCH_ROUNDS` (default 10), `TRADEBULLETIN_BENCH_CONCURRENCY`
+//! default 72), `TRADEBULLETIN_BENCH_ROUNDS` (default 10), `TRADEBULLETIN_BENCH_CONCURRENCY`
 //! (default `1,2`), `TRADEBULLETIN_BENCH_LANGUAGES` (default `en,zh`),
 //! `TRADEBULLETIN_BENCH_STORAGE` (`file`, the default, or `s3` for Garage on this machine),
 //! `TRADEBULLETIN_BENCH_OUT` (default `BENCHMARKS.md`, `-` for none).
@@ -692,7 +692,10 @@ async fn main() {
         max_concurrent: 2,
     })
     .expect("scripts/setup has installed typst and the fonts");
-    let per_batch = env_number("TRADEBULLETIN_BENCH_JOBS", 24);
+    // Enough jobs that the batch's two ends (the first request's trip to the worker, the last
+    // result's back), which typst alone has no part of, weigh little against its steady
+    // state: with 24 they cost the ratio about 0.02.
+    let per_batch = env_number("TRADEBULLETIN_BENCH_JOBS", 72);
     let rounds = env_number("TRADEBULLETIN_BENCH_ROUNDS", 10);
     let concurrencies: Vec<usize> = env_list("TRADEBULLETIN_BENCH_CONCURRENCY", "1,2")
         .iter()
@@ -904,7 +907,7 @@ async fn main() {
             "# Benchmarks\n\n\
              Written by `make bench` (`cargo bench --bench service`, benches/service.rs); rerun it to refresh this page.\n\n\
              - machine: {}\n- versions: tradebulletin {} ({}), {}, {}, RabbitMQ {}\n\
-             - {} jobs per batch over {} distinct bulletins of the shipped dataset, {rounds} rounds; in each round typst alone and the service alternate (which goes first alternates too)\n\
+             - {} jobs per batch, each with a job id of its own (so each is compiled and stored), over {} distinct bulletins of the shipped dataset, {rounds} rounds; in each round typst alone and the service alternate (which goes first alternates too)\n\
              - typst alone: the typst CLI compiling the sources `render --typst-out` writes, with the worker's flags and fonts, `concurrency` compiles at a time\n\
              - service: a worker process with `worker.concurrency` = concurrency, its PDFs stored in {}; throughput with all the batch's requests published at once (from the first publish to the last result); latency from before the publish to the result on the results exchange, with `concurrency` requests in flight (the next published when a result arrives), so that no request waits in the queue\n\
              - throughput: median over rounds of bulletins per second; ratio: median of the rounds' service / typst-alone ratios; latency percentiles over all jobs of all rounds; in brackets, the first and third quartiles of the rounds' own ratios and p50 gaps, which show how much a figure moves from round to round\n\n\
