@@ -76,9 +76,15 @@ pub struct Typst {
 }
 
 /// The characters the fonts of one directory have, read from the `coverage.txt` that
-/// scripts/cjk-fonts writes there: sorted, disjoint ranges of code points.
+/// scripts/cjk-fonts writes there.
 #[derive(Debug, Default)]
-struct Coverage(Vec<(u32, u32)>);
+struct Coverage {
+    /// Sorted, disjoint ranges of code points.
+    ranges: Vec<(u32, u32)>,
+    /// Bit `n` set when ASCII character `n` is in `ranges`: a bulletin is mostly ASCII (its
+    /// markup), and every character of every job is looked up.
+    ascii: u128,
+}
 
 impl Coverage {
     /// The file's ranges; none if it is missing or unreadable, so that the next directory is
@@ -106,13 +112,24 @@ impl Coverage {
             })
             .collect();
         ranges.sort_unstable();
-        Coverage(ranges)
+        let mut coverage = Coverage { ranges, ascii: 0 };
+        coverage.ascii = (0..128u8)
+            .filter(|&b| coverage.in_ranges(u32::from(b)))
+            .fold(0, |mask, b| mask | 1 << b);
+        coverage
     }
 
     fn contains(&self, c: char) -> bool {
         let cp = u32::from(c);
-        let i = self.0.partition_point(|&(lo, _)| lo <= cp);
-        i > 0 && self.0[i - 1].1 >= cp
+        if cp < 128 {
+            return self.ascii >> cp & 1 == 1;
+        }
+        self.in_ranges(cp)
+    }
+
+    fn in_ranges(&self, cp: u32) -> bool {
+        let i = self.ranges.partition_point(|&(lo, _)| lo <= cp);
+        i > 0 && self.ranges[i - 1].1 >= cp
     }
 }
 
@@ -400,6 +417,11 @@ mod tests {
         assert!(coverage.contains(' ') && coverage.contains('~') && coverage.contains('·'));
         assert!(coverage.contains('一') && coverage.contains('丁'));
         assert!(!coverage.contains('\u{7F}') && !coverage.contains('丂') && !coverage.contains('é'));
+        // ASCII answers from its own mask, which must agree with the ranges.
+        let digits = Coverage::parse("0030-0039\n");
+        assert!(digits.contains('0') && digits.contains('9'));
+        assert!(!digits.contains('/') && !digits.contains(':') && !digits.contains('a'));
+        assert!(!Coverage::default().contains('a'));
     }
 
     #[test]
