@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     })
     .expect("scripts/setup has installed the fonts");
     let options = typst.options().clone();
-    let flags_typst = typst.clone();
+    let args_typst = typst.clone();
     let renderer = Renderer::new(typst, "bench".into());
     let store = tradebulletin::store::builtin();
     let summary = summarise(
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("render/{name}/typst CLI alone"), |b| {
             b.iter(|| {
                 let status = Command::new(&options.binary)
-                    .args(flags_typst.flags(dir.path(), &source, language, 0))
+                    .args(args_typst.compile_args(dir.path(), &source, language, 0))
                     .arg(dir.path().join("bulletin.typ"))
                     .arg(&out)
                     .status()

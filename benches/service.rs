@@ -245,7 +245,7 @@ async fn write_sources(exe: &Path, jobs: &[Job], language: Language, dir: &Path)
 }
 
 /// The typst CLI alone: `concurrency` compiles at a time over `sources`, with the flags the
-/// worker gives typst for each source (`Typst::flags`: fonts, root, creation time).
+/// worker gives typst for each source (`Typst::compile_args`: fonts, root, creation time).
 async fn typst_alone(typst: &Typst, sources: &[PathBuf], language: Language, concurrency: usize) -> Batch {
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -264,7 +264,7 @@ async fn typst_alone(typst: &Typst, sources: &[PathBuf], language: Language, con
                 let text = std::fs::read_to_string(source).unwrap();
                 let compile_started = Instant::now();
                 let status = Command::new(&typst.options().binary)
-                    .args(typst.flags(&root, &text, language, SOURCE_DATE_EPOCH))
+                    .args(typst.compile_args(&root, &text, language, SOURCE_DATE_EPOCH))
                     .arg(source)
                     .arg(&out)
                     .current_dir(&root)

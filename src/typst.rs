@@ -278,14 +278,14 @@ impl Typst {
 
     /// typst's arguments for a compile of `source` in `root`, all but the input and output:
     /// the ones the worker gives, and the benchmark gives typst alone.
-    pub fn flags(&self, root: &Path, source: &str, language: Language, created: i64) -> Vec<OsString> {
+    pub fn compile_args(&self, root: &Path, source: &str, language: Language, created: i64) -> Vec<OsString> {
         let packages = root.join(".packages");
-        let mut flags: Vec<OsString> = vec!["compile".into(), "--root".into(), root.into()];
-        flags.extend(["--ignore-system-fonts".into(), "--ignore-embedded-fonts".into()]);
+        let mut args: Vec<OsString> = vec!["compile".into(), "--root".into(), root.into()];
+        args.extend(["--ignore-system-fonts".into(), "--ignore-embedded-fonts".into()]);
         for dir in self.font_paths(source, language) {
-            flags.extend(["--font-path".into(), dir.into()]);
+            args.extend(["--font-path".into(), dir.into()]);
         }
-        flags.extend([
+        args.extend([
             "--creation-timestamp".into(),
             created.to_string().into(),
             "--diagnostic-format".into(),
@@ -295,13 +295,13 @@ impl Typst {
             "--package-cache-path".into(),
             packages.into(),
         ]);
-        flags
+        args
     }
 
     fn command(&self, root: &Path, source: &str, language: Language, created: i64) -> Command {
         let mut command = Command::new(&self.options.binary);
         command
-            .args(self.flags(root, source, language, created))
+            .args(self.compile_args(root, source, language, created))
             // The source from stdin, the PDF to stdout.
             .args(["-", "-"])
             .current_dir(root)
