@@ -70,9 +70,8 @@ struct Series {
 impl Series {
     fn add(&mut self, batch: Batch) {
         self.throughputs.push(batch.throughput());
-        let mut sorted: Vec<f64> = batch.latencies.iter().copied().map(ms).collect();
-        sorted.sort_by(f64::total_cmp);
-        self.medians.push(median_f64(&sorted));
+        let latencies: Vec<f64> = batch.latencies.iter().copied().map(ms).collect();
+        self.medians.push(median_f64(&latencies));
         self.latencies.extend(batch.latencies);
         for (stage, seconds) in batch.stages {
             *self.stages.entry(stage).or_default() += seconds;
@@ -883,13 +882,11 @@ async fn main() {
         }
     }
     let mut memory_lines = String::new();
-    for &(concurrency, before, _, _) in &memory {
+    for (concurrency, before, after, peak) in memory {
         targets.memory.push(format!(
             "concurrency {concurrency}: {before:.1} MiB{}",
             verdict(before <= 30.0)
         ));
-    }
-    for (concurrency, before, after, peak) in memory {
         writeln!(
             memory_lines,
             "- worker with concurrency {concurrency}: {before:.1} MiB idle before the jobs, {after:.1} MiB idle after them, {peak:.1} MiB at its peak (VmHWM; typst's own processes not included)"

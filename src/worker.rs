@@ -549,30 +549,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_compile_of_a_stored_job_publishes_the_stored_pdf() {
-        let dropped = AtomicBool::new(false);
-        let got = stored_or_new(after(20, Ok(Some(pdf("old")))), make(1, Err(crashed()), &dropped)).await;
+        let got = stored_or_new(after(20, Ok(Some(pdf("old")))), after(1, Err(crashed()))).await;
         assert_eq!(got.unwrap(), pdf("old"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_compile_of_a_new_job_is_its_error() {
-        let dropped = AtomicBool::new(false);
-        let got = stored_or_new(after(20, Ok(None)), make(1, Err(crashed()), &dropped)).await;
+        let got = stored_or_new(after(20, Ok(None)), after(1, Err(crashed()))).await;
         assert_eq!(got.unwrap_err().message, "typst crashed");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_pdf_made_before_the_look_ends_stands() {
-        let dropped = AtomicBool::new(false);
-        let got = stored_or_new(after(20, Ok(None)), make(1, Ok(pdf("new")), &dropped)).await;
+        let got = stored_or_new(after(20, Ok(None)), after(1, Ok(pdf("new")))).await;
         assert_eq!(got.unwrap(), pdf("new"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn storage_down_fails_the_job_as_passing() {
-        let dropped = AtomicBool::new(false);
         let down = Err(storage_error(anyhow::anyhow!("connection refused")));
-        let got = stored_or_new(after(1, down), make(20, Ok(pdf("new")), &dropped)).await;
+        let got = stored_or_new(after(1, down), after(20, Ok(pdf("new")))).await;
         let error = got.unwrap_err();
         assert!(error.transient, "{error:?}");
         assert_eq!(error.message, "storage: connection refused");
